@@ -1,0 +1,28 @@
+# crd_mm: `make demo` runs the main job, `make test` runs the tests; both install first.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow demo benchmark clean
+
+install:
+	@bash tools/install_env.sh
+
+# pytest exits 5 when it collects nothing: a suite that ran no test is a failure.
+test: install
+	@$(PYTHON) -m pytest tests -m "not slow" $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+# Tests too slow for the default suite; CI runs them after `make test`.
+test-slow: install
+	@$(PYTHON) -m pytest tests -m slow $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test-slow: no slow tests"; exit 0; fi; exit $$status
+
+demo: install
+	$(PYTHON) tools/demo.py
+
+benchmark: install
+	$(PYTHON) tools/benchmark/crd_bank_benchmark.py
+
+clean:
+	rm -rf $(VENV) work_dirs crd_mm/.mim

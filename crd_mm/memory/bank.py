@@ -1,0 +1,259 @@
+"""Memory banks of contrastive distillation losses: storage, sampling and synchronised updates.
+
+A :class:`ContrastMemoryBank` holds one loss's student and teacher banks (N x D),
+its normalisation constants and its negative sampler. It is created and owned
+by :class:`~crd_mm.memory.CRDMemoryBankHook`; losses that derive from
+:class:`MemoryBankClient` only read it and stage their batch's embeddings. The
+hook then applies the staged updates of *all* ranks at once, so every rank holds
+bit-identical banks, and nothing is part of the DDP-wrapped model's state.
+"""
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from mmengine import dist
+from mmengine.logging import print_log
+
+NEGATIVE_SAMPLING_MODES = ('class_exact', 'uniform')
+POSITIVE_MODES = ('exact', 'relax')
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (rows may differ in number per rank) from all ranks, in rank order."""
+    if dist.get_world_size() == 1:
+        return tensor
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [int(s.item()) for s in dist.all_gather(size)]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[:tensor.shape[0]] = tensor
+    return torch.cat([part[:n] for part, n in zip(dist.all_gather(padded), sizes)])
+
+
+class ContrastMemoryBank:
+    """Student and teacher embedding banks of one loss, as in CRD (Tian et al., ICLR 2020).
+
+    Args:
+        num_samples (int): N, the training-set size; one row per dataset index.
+        feat_dim (int): D, the embedding width.
+        momentum (float): m in ``row = normalize(m * row + (1 - m) * embedding)``.
+        labels (Tensor, optional): (N,) class of every sample; needed for
+            class-aware negatives and for relaxed positives.
+        device: where the banks live (the model's device).
+        dtype: storage dtype; float16 halves an ImageNet bank (scores are
+            always computed in float32).
+        seed (int): seeds the initial rows (identical on every rank) and,
+            with the rank and the iteration, the negative sampler.
+    """
+
+    def __init__(self,
+                 num_samples: int,
+                 feat_dim: int,
+                 momentum: float,
+                 labels: Optional[torch.Tensor] = None,
+                 device='cpu',
+                 dtype=torch.float32,
+                 seed: int = 0):
+        if num_samples < 2:
+            raise ValueError(f'a memory bank needs at least 2 samples, got {num_samples}')
+        self.num_samples = num_samples
+        self.feat_dim = feat_dim
+        self.momentum = momentum
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.seed = seed
+        init = torch.Generator(device=self.device).manual_seed(seed)
+        stdv = 1.0 / math.sqrt(feat_dim / 3)
+        self.student = self._uniform_rows(init, stdv)
+        self.teacher = self._uniform_rows(init, stdv)
+        self.normalizers: Optional[torch.Tensor] = None  # (Z_student, Z_teacher)
+        self.written = torch.zeros(num_samples, dtype=torch.bool, device=self.device)
+        self.sampler = torch.Generator(device=self.device)
+        self.last_update_norms = (float('nan'), float('nan'))
+        self._staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.labels = None
+        if labels is not None:
+            self._index_classes(labels)
+
+    def _uniform_rows(self, generator, stdv):
+        rows = torch.rand(self.num_samples, self.feat_dim, generator=generator, device=self.device)
+        return rows.mul_(2 * stdv).sub_(stdv).to(self.dtype)
+
+    def _index_classes(self, labels):
+        """Sort sample indices by class so that per-class draws are offsets into one array."""
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
+        if labels.shape != (self.num_samples,):
+            raise ValueError(f'expected one label per sample ({self.num_samples}), '
+                             f'got labels of shape {tuple(labels.shape)}')
+        if labels.min() < 0:
+            raise ValueError('class-aware sampling needs a non-negative class label for every sample')
+        self.labels = labels
+        self.order = torch.argsort(labels, stable=True)
+        self.class_count = torch.bincount(labels)
+        self.class_start = torch.cumsum(self.class_count, 0) - self.class_count
+        if int(self.class_count.max()) == self.num_samples:
+            raise ValueError('every training sample has the same class: class-aware negatives '
+                             "are impossible; use negative_sampling='uniform'")
+
+    # ----------------------------------------------------------------- sampling
+    def reseed(self, iteration: int):
+        """Make the sampler a function of (seed, rank, iteration): a resume draws the same negatives."""
+        state = (self.seed * 1_000_003 + dist.get_rank()) * 1_000_000_007 + iteration
+        self.sampler.manual_seed(state % (2**63 - 1))
+
+    def check_indices(self, idx: torch.Tensor):
+        """Raise before anything is read or written if an index falls outside the bank."""
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_samples):
+            bad = idx[(idx < 0) | (idx >= self.num_samples)][:5].tolist()
+            raise IndexError(
+                f'sample_idx {bad} outside the memory bank of {self.num_samples} samples. The '
+                'bank is sized from the training dataset by CRDMemoryBankHook; the indices must '
+                "be that dataset's own indices (mmengine's BaseDataset sets them).")
+
+    def _require_labels(self, what):
+        if self.labels is None:
+            raise ValueError(f'{what} needs class labels, but the training dataset provides none '
+                             "(no get_gt_labels()); use negative_sampling='uniform' and positive='exact'")
+
+    def positives(self, idx: torch.Tensor, mode: str) -> torch.Tensor:
+        """The positive of each sample: itself ('exact') or a random same-class sample ('relax')."""
+        if mode == 'exact':
+            return idx
+        self._require_labels("positive='relax'")
+        cls = self.labels[idx]
+        offset = torch.rand(idx.shape, generator=self.sampler, device=self.device,
+                            dtype=torch.float64) * self.class_count[cls]
+        offset = offset.long().clamp_(max=self.class_count[cls] - 1)
+        return self.order[self.class_start[cls] + offset]
+
+    def negatives(self, idx: torch.Tensor, num: int, mode: str, shared: bool) -> torch.Tensor:
+        """Negative indices: (B, num) drawn per sample, or (num,) shared by the whole batch.
+
+        'class_exact' draws, for a sample of class c, uniformly among the N - n_c
+        samples of other classes: one uniform offset into the class-sorted
+        index array with class c's block skipped, so no per-class lists are
+        built. 'uniform' draws among all samples but the sample itself. Draws
+        are with replacement (as in the authors' ImageNet code).
+        """
+        gen, dev = self.sampler, self.device
+        if shared:
+            return torch.randint(0, self.num_samples, (num,), generator=gen, device=dev)
+        if mode == 'uniform':
+            neg = torch.randint(0, self.num_samples - 1, (idx.numel(), num), generator=gen, device=dev)
+            return neg + (neg >= idx[:, None]).long()
+        self._require_labels("negative_sampling='class_exact'")
+        cls = self.labels[idx]
+        others = (self.num_samples - self.class_count[cls])[:, None]
+        offset = torch.rand((idx.numel(), num), generator=gen, device=dev, dtype=torch.float64)
+        offset = (offset * others).long().clamp_(max=others - 1)
+        offset += (offset >= self.class_start[cls][:, None]) * self.class_count[cls][:, None]
+        return self.order[offset]
+
+    # ---------------------------------------------------------- normalisation
+    def normalizers_for(self, probs_student: torch.Tensor, probs_teacher: torch.Tensor) -> torch.Tensor:
+        """(Z_s, Z_t): set once from the first batch (mean score x N, averaged over ranks), then kept."""
+        if self.normalizers is None:
+            z = torch.stack([probs_student.detach().float().mean(),
+                             probs_teacher.detach().float().mean()]) * self.num_samples
+            dist.all_reduce(z, op='mean')
+            if not torch.isfinite(z).all():
+                raise FloatingPointError(
+                    f'CRD normalisation constants from the first batch are not finite ({z.tolist()}): '
+                    'the embeddings or the temperature produce overflowing scores')
+            self.normalizers = z
+        return self.normalizers
+
+    # ---------------------------------------------------------------- updates
+    def stage(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):
+        """Keep this rank's batch until :meth:`apply_staged` (called by the hook after the step)."""
+        self._staged.append((idx.detach().long(), student.detach().float(), teacher.detach().float()))
+
+    def apply_staged(self) -> Dict[str, float]:
+        """Gather every rank's staged rows and apply the identical momentum update on each rank.
+
+        Rows with non-finite embeddings are dropped with a warning. An index seen
+        more than once (mmengine's sampler pads the last batch by repeating
+        samples) is updated once, from its first occurrence in rank order, so
+        the result never depends on scatter order. Collective: every rank calls it.
+        """
+        if self._staged:
+            idx = torch.cat([s[0] for s in self._staged])
+            rows = torch.cat([torch.cat(s[1:], dim=1) for s in self._staged])
+        else:
+            idx = torch.zeros(0, dtype=torch.long, device=self.device)
+            rows = torch.zeros(0, 2 * self.feat_dim, device=self.device)
+        self._staged = []
+        idx, rows = gather_rows(idx.to(self.device)), gather_rows(rows.to(self.device))
+        finite = torch.isfinite(rows).all(dim=1)
+        if not bool(finite.all()):
+            print_log(f'memory bank: skipped the update of {int((~finite).sum())} sample(s) '
+                      'with non-finite embeddings; the bank rows keep their values',
+                      logger='current', level=30)
+            idx, rows = idx[finite], rows[finite]
+        if idx.numel() == 0:
+            return {}
+        unique, inverse = torch.unique(idx, return_inverse=True)
+        first = torch.full_like(unique, idx.numel()).scatter_reduce_(
+            0, inverse, torch.arange(idx.numel(), device=idx.device), reduce='amin')
+        idx, rows = idx[first], rows[first]
+        norms = []
+        with torch.no_grad():
+            for bank, new in ((self.student, rows[:, :self.feat_dim]),
+                              (self.teacher, rows[:, self.feat_dim:])):
+                mixed = bank.index_select(0, idx).float()
+                mixed.mul_(self.momentum).add_(new * (1 - self.momentum))
+                norm = mixed.pow(2).sum(1, keepdim=True).pow(0.5)
+                bank.index_copy_(0, idx, mixed.div(norm).to(bank.dtype))
+                norms.append(float(norm.mean()))
+        self.written[idx] = True
+        self.last_update_norms = tuple(norms)
+        return dict(update_norm_s=norms[0], update_norm_t=norms[1],
+                    coverage=float(self.written.float().mean()))
+
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        return dict(num_samples=self.num_samples, feat_dim=self.feat_dim, seed=self.seed,
+                    student=self.student.cpu(), teacher=self.teacher.cpu(),
+                    normalizers=None if self.normalizers is None else self.normalizers.cpu(),
+                    written=self.written.cpu())
+
+    def load_state_dict(self, state: dict, name: str = 'memory bank'):
+        """Restore from :meth:`state_dict`; the training set must be the one the bank was built for."""
+        if state['num_samples'] != self.num_samples or state['feat_dim'] != self.feat_dim:
+            raise ValueError(
+                f"the checkpoint's {name} holds {state['num_samples']} x {state['feat_dim']} rows but the "
+                f'current training set and loss need {self.num_samples} x {self.feat_dim}. Resume with '
+                'the training set the checkpoint was trained on, or start a new run with load_from= '
+                '(weights only) so that the banks are built afresh.')
+        self.student = state['student'].to(self.device, self.dtype)
+        self.teacher = state['teacher'].to(self.device, self.dtype)
+        z = state['normalizers']
+        self.normalizers = None if z is None else z.to(self.device)
+        self.written = state['written'].to(self.device)
+        self.seed = state['seed']
+        self._staged = []
+
+
+class MemoryBankClient:
+    """Mixin for losses that read a :class:`ContrastMemoryBank` owned by ``CRDMemoryBankHook``.
+
+    The bank is a plain attribute, not a parameter or buffer: it never enters the
+    DDP-wrapped model's state, broadcasts or ``state_dict``.
+    """
+
+    memory_bank: Optional[ContrastMemoryBank] = None
+
+    def bank_requirements(self) -> dict:
+        """What the hook needs to build this loss's bank: feat_dim, momentum, needs_labels."""
+        raise NotImplementedError
+
+    def attach_memory_bank(self, bank: ContrastMemoryBank):
+        self.memory_bank = bank
+
+    def require_memory_bank(self) -> ContrastMemoryBank:
+        if self.memory_bank is None:
+            raise RuntimeError(
+                f'{type(self).__name__} needs a memory bank, which CRDMemoryBankHook owns: add '
+                "custom_hooks = [dict(type='CRDMemoryBankHook')] to the config (and import crd_mm "
+                "with custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)).")
+        return self.memory_bank

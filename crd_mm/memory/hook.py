@@ -1,0 +1,125 @@
+"""CRDMemoryBankHook: the single owner of every contrastive memory bank in a run."""
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from .bank import ContrastMemoryBank, MemoryBankClient
+
+CHECKPOINT_KEY = 'crd_memory_banks'
+
+
+@HOOKS.register_module()
+class CRDMemoryBankHook(Hook):
+    """Builds, synchronises, logs and checkpoints the memory banks of CRD-style losses.
+
+    Like mmengine's ``EMAHook``, it owns training state that is not part of the
+    model: before training it sizes one bank per bank-using loss (``CRDLoss``,
+    ``CRCDLoss``) from the training dataset's length and labels on the model's
+    device; after every iteration it gathers all ranks' staged embeddings and
+    applies the same update on every rank; it writes banks and normalisation
+    constants into checkpoints and restores them on resume. ``dict(type=
+    'CRDMemoryBankHook')`` needs no arguments.
+
+    Args:
+        bank_dtype (str): 'float32' or 'float16' storage (half an ImageNet bank's memory).
+        seed (int, optional): seeds bank initialisation and negative sampling;
+            defaults to the runner's seed (identical on every rank).
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, bank_dtype: str = 'float32', seed: Optional[int] = None):
+        if bank_dtype not in ('float32', 'float16', 'bfloat16'):
+            raise ValueError(f"bank_dtype must be 'float32', 'float16' or 'bfloat16', got {bank_dtype!r}")
+        self.bank_dtype = getattr(torch, bank_dtype)
+        self.seed = seed
+        self.banks: Dict[str, ContrastMemoryBank] = {}
+        self._resumed_state: Optional[dict] = None
+
+    @staticmethod
+    def _clients(runner) -> Dict[str, MemoryBankClient]:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        return {name: m for name, m in model.named_modules() if isinstance(m, MemoryBankClient)}
+
+    @staticmethod
+    def _dataset_labels(dataset) -> Optional[np.ndarray]:
+        if not hasattr(dataset, 'get_gt_labels'):
+            return None
+        labels = dataset.get_gt_labels()
+        if labels.ndim != 1:
+            raise ValueError('class-aware CRD sampling needs one class label per sample; the '
+                             f'training set gives labels of shape {labels.shape}')
+        return labels
+
+    def before_train(self, runner) -> None:
+        """Build a bank for each bank-using loss, then restore a resumed checkpoint's banks."""
+        clients = self._clients(runner)
+        if not clients:
+            print_log('CRDMemoryBankHook: the model has no loss that uses a memory bank; '
+                      'the hook does nothing', logger='current', level=30)
+            return
+        dataset = runner.train_dataloader.dataset
+        num_samples = len(dataset)
+        needs_labels = any(c.bank_requirements()['needs_labels'] for c in clients.values())
+        labels = self._dataset_labels(dataset) if needs_labels else None
+        device = next(runner.model.parameters()).device
+        seed = self.seed if self.seed is not None else (runner.seed or 0)
+        for ordinal, (name, client) in enumerate(sorted(clients.items())):
+            spec = client.bank_requirements()
+            if spec['needs_labels'] and labels is None:
+                raise ValueError(
+                    f'{name} samples by class but the training set ({type(dataset).__name__}) has '
+                    "no get_gt_labels(); set negative_sampling='uniform' and positive='exact'")
+            bank = ContrastMemoryBank(
+                num_samples, spec['feat_dim'], spec['momentum'],
+                labels=labels if spec['needs_labels'] else None,
+                device=device, dtype=self.bank_dtype, seed=seed + ordinal)
+            client.attach_memory_bank(bank)
+            self.banks[name] = bank
+        if self._resumed_state is not None:
+            self._restore(self._resumed_state)
+            self._resumed_state = None
+        print_log(f'CRDMemoryBankHook: {len(self.banks)} bank(s) of {num_samples} samples on '
+                  f'{device} ({self.bank_dtype}): {", ".join(self.banks)}', logger='current')
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        for bank in self.banks.values():
+            bank.reseed(runner.iter)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Apply every rank's staged rows on every rank, then log constants and bank health."""
+        for name, bank in self.banks.items():
+            health = bank.apply_staged()
+            tag = name.rsplit('.', 1)[-1]
+            if bank.normalizers is not None:
+                health.update(z_s=float(bank.normalizers[0]), z_t=float(bank.normalizers[1]))
+            for key, value in health.items():
+                runner.message_hub.update_scalar(f'train/{tag}/{key}', value)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.banks:
+            checkpoint[CHECKPOINT_KEY] = {name: bank.state_dict() for name, bank in self.banks.items()}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Called on resume (before ``before_train``): keep the banks' state until they are built."""
+        if CHECKPOINT_KEY not in checkpoint:
+            print_log('CRDMemoryBankHook: the resumed checkpoint has no memory banks; they start '
+                      'fresh', logger='current', level=30)
+            return
+        self._resumed_state = checkpoint[CHECKPOINT_KEY]
+        if self.banks:  # resumed after the banks were built
+            self._restore(self._resumed_state)
+            self._resumed_state = None
+
+    def _restore(self, state: dict) -> None:
+        missing = sorted(set(self.banks) - set(state))
+        if missing:
+            raise KeyError(f'the resumed checkpoint has no memory bank for {missing}; it holds '
+                           f'{sorted(state)}. Resume from a checkpoint of the same config.')
+        for name, bank in self.banks.items():
+            bank.load_state_dict(state[name], name=f"memory bank '{name}'")

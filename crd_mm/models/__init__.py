@@ -1,0 +1,1 @@
+from . import backbones, connectors, losses  # noqa: F401

@@ -1,0 +1,3 @@
+from .crd_connector import CRDConnector
+
+__all__ = ['CRDConnector']

@@ -1,0 +1,6 @@
+"""Contrastive distillation losses, registered in mmrazor's MODELS registry."""
+from .ckd_loss import CKDLoss
+from .crd_loss import CRDLoss
+from .dcd_loss import DCDLoss
+
+__all__ = ['CRDLoss', 'DCDLoss', 'CKDLoss']

@@ -1,0 +1,144 @@
+"""CRD: Contrastive Representation Distillation (Tian, Krishnan, Isola; ICLR 2020)."""
+from typing import Sequence
+
+import torch
+from mmrazor.registry import MODELS
+from torch import nn
+
+from ...memory import MemoryBankClient
+from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES
+
+
+def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
+    """The dataset index (``sample_idx``) of every data sample, as a long tensor."""
+    if not data_samples:
+        raise ValueError('CRD needs the data samples of the batch; map them in loss_forward_mappings '
+                         "as data_samples=dict(from_student=True, recorder='data_samples', data_idx=1)")
+    values = []
+    for sample in data_samples:
+        if 'sample_idx' not in sample:
+            raise KeyError(
+                "data samples carry no 'sample_idx': keep it in the packing transform's meta_keys "
+                "(mmpretrain's PackInputs has it by default; for mmdet add "
+                "meta_keys=(..., 'sample_idx') to PackDetInputs)")
+        values.append(torch.as_tensor(sample.sample_idx).reshape(()))
+    return torch.stack(values).to(device=device, dtype=torch.long)
+
+
+def contrast_probs(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Tensor,
+                   negative: torch.Tensor, temperature: float) -> torch.Tensor:
+    """exp(<bank row, anchor> / T) for the positive (column 0) and the K negatives, (B, K + 1).
+
+    ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
+    negatives need one (K, D) gather and a matrix product instead of a
+    (B, K + 1, D) gather, which is what makes them cheap at ImageNet scale.
+    Bank rows carry no gradient; scores are computed in float32.
+    """
+    anchor = anchor.float()
+    if negative.dim() == 2:
+        rows = bank.index_select(0, torch.cat([positive[:, None], negative], 1).view(-1))
+        rows = rows.view(anchor.shape[0], -1, anchor.shape[1]).float()
+        logits = torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2)
+    else:
+        pos = (bank.index_select(0, positive).float() * anchor).sum(1, keepdim=True)
+        logits = torch.cat([pos, anchor @ bank.index_select(0, negative).float().t()], 1)
+    return torch.exp(logits / temperature)
+
+
+def nce_loss(probs: torch.Tensor, num_samples: int, eps: float) -> torch.Tensor:
+    """CRD's NCE objective (paper Eq. 18) on normalised scores, noise distribution Pn = 1/N."""
+    k_pn = (probs.shape[1] - 1) / num_samples
+    log_pos = torch.log(probs[:, 0] / (probs[:, 0] + k_pn + eps))
+    log_neg = torch.log(k_pn / (probs[:, 1:] + k_pn + eps))
+    return -(log_pos.sum() + log_neg.sum()) / probs.shape[0]
+
+
+@MODELS.register_module(force=True)
+class CRDLoss(nn.Module, MemoryBankClient):
+    """CRD loss on the embeddings of two ``CRDConnector`` heads.
+
+    Teacher anchors are scored against the student bank and student anchors
+    against the teacher bank; the two NCE losses are summed and multiplied by
+    ``loss_weight``. The banks, normalisation constants and sampler live in a
+    :class:`~crd_mm.memory.ContrastMemoryBank` owned by ``CRDMemoryBankHook``;
+    this loss only reads it and stages the batch's embeddings for the hook's
+    cross-rank update. Replaces mmrazor's ``CRDLoss``, which ignored
+    ``loss_weight`` and kept per-rank banks inside the model.
+
+    Args:
+        loss_weight (float): multiplies the loss.
+        temperature (float): T of the scores.
+        num_negatives (int): K negatives per sample (or per batch if shared).
+        momentum (float): bank update momentum.
+        feat_dim (int): embedding width (the connectors' ``dim_out``).
+        negative_sampling (str): 'class_exact' (other classes, the paper's
+            CIFAR code) or 'uniform' (any other sample).
+        positive (str): 'exact' (the sample itself) or 'relax' (a random
+            sample of the same class).
+        share_negatives (bool): one set of K negatives for the whole batch,
+            drawn uniformly (needs ``negative_sampling='uniform'``).
+        eps (float): numerical guard of the NCE terms.
+    """
+
+    def __init__(self,
+                 loss_weight: float = 1.0,
+                 temperature: float = 0.07,
+                 num_negatives: int = 16384,
+                 momentum: float = 0.5,
+                 feat_dim: int = 128,
+                 negative_sampling: str = 'class_exact',
+                 positive: str = 'exact',
+                 share_negatives: bool = False,
+                 eps: float = 1e-7):
+        super().__init__()
+        if negative_sampling not in NEGATIVE_SAMPLING_MODES:
+            raise ValueError(f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, '
+                             f'got {negative_sampling!r}')
+        if positive not in POSITIVE_MODES:
+            raise ValueError(f'positive must be one of {POSITIVE_MODES}, got {positive!r}')
+        if share_negatives and negative_sampling != 'uniform':
+            raise ValueError("share_negatives=True draws one set of negatives for the whole batch, "
+                             "which cannot exclude every sample's class: set negative_sampling='uniform'")
+        if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
+            raise ValueError('CRDLoss needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
+        self.loss_weight = loss_weight
+        self.temperature = temperature
+        self.num_negatives = num_negatives
+        self.momentum = momentum
+        self.feat_dim = feat_dim
+        self.negative_sampling = negative_sampling
+        self.positive = positive
+        self.share_negatives = share_negatives
+        self.eps = eps
+
+    def bank_requirements(self) -> dict:
+        needs_labels = self.negative_sampling == 'class_exact' or self.positive == 'relax'
+        return dict(feat_dim=self.feat_dim, momentum=self.momentum, needs_labels=needs_labels)
+
+    def forward(self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence) -> torch.Tensor:
+        bank = self.require_memory_bank()
+        idx = dataset_indices(data_samples, bank.device)
+        expected = (idx.numel(), self.feat_dim)
+        if tuple(s_feats.shape) != expected or tuple(t_feats.shape) != expected:
+            raise ValueError(f'CRDLoss expects student and teacher embeddings of shape {expected} '
+                             f'(batch, feat_dim), got {tuple(s_feats.shape)} and {tuple(t_feats.shape)}; '
+                             'set feat_dim to the connectors\' dim_out')
+        bank.check_indices(idx)
+        positive = bank.positives(idx, self.positive)
+        negative = bank.negatives(idx, self.num_negatives, self.negative_sampling, self.share_negatives)
+        loss = self.contrast_loss(s_feats, t_feats, positive, negative)
+        bank.stage(idx, s_feats, t_feats)
+        return loss
+
+    def contrast_loss(self, s_feats: torch.Tensor, t_feats: torch.Tensor,
+                      positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """The weighted CRD loss for given contrast indices (no sampling, no bank update)."""
+        bank = self.require_memory_bank()
+        device_type = s_feats.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            probs_s = contrast_probs(s_feats, bank.teacher, positive, negative, self.temperature)
+            probs_t = contrast_probs(t_feats, bank.student, positive, negative, self.temperature)
+            z_s, z_t = bank.normalizers_for(probs_s, probs_t)
+            loss = (nce_loss(probs_s / z_s, bank.num_samples, self.eps)
+                    + nce_loss(probs_t / z_t, bank.num_samples, self.eps))
+        return self.loss_weight * loss

@@ -1,0 +1,78 @@
+"""Small but real configs for tests: mmpretrain classifiers distilled with mmrazor on CPU."""
+import copy
+
+from mmengine.config import Config
+
+
+def tiny_classifier(width, num_classes=2):
+    """A two-stage mmpretrain ResNet classifier whose pooled feature has ``2 * width`` channels."""
+    return dict(
+        _scope_='mmpretrain',
+        type='ImageClassifier',
+        backbone=dict(type='ResNet', depth=18, num_stages=2, strides=(1, 2), dilations=(1, 1),
+                      out_indices=(1, ), stem_channels=width, base_channels=width),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=2 * width,
+                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+
+
+def image_folder_loader(data_root, batch_size=4, shuffle=True):
+    return dict(
+        batch_size=batch_size,
+        num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=shuffle),
+        dataset=dict(
+            _scope_='mmpretrain',
+            type='CustomDataset',
+            data_root=str(data_root),
+            pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+
+
+def crd_distiller(loss_cfg, s_width=8, t_width=16, feat_dim=16):
+    """ConfigurableDistiller with CRD on the pooled neck features of student and teacher."""
+    loss = dict(type='CRDLoss', loss_weight=0.8, num_negatives=8, feat_dim=feat_dim)
+    loss.update(loss_cfg)
+    return dict(
+        type='ConfigurableDistiller',
+        student_recorders=dict(
+            feat=dict(type='ModuleOutputs', source='neck'),
+            data_samples=dict(type='ModuleInputs', source='')),
+        teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
+        distill_losses=dict(loss_crd=loss),
+        connectors=dict(
+            crd_s=dict(type='CRDConnector', dim_in=2 * s_width, dim_out=feat_dim),
+            crd_t=dict(type='CRDConnector', dim_in=2 * t_width, dim_out=feat_dim)),
+        loss_forward_mappings=dict(loss_crd=dict(
+            s_feats=dict(from_student=True, recorder='feat', connector='crd_s'),
+            t_feats=dict(from_student=False, recorder='feat', connector='crd_t'),
+            data_samples=dict(from_student=True, recorder='data_samples', data_idx=1))))
+
+
+def crd_config(data_root, work_dir, max_epochs=1, batch_size=4, loss_cfg=None, hooks=None,
+               extra_imports=()):
+    """A complete SingleTeacherDistill + CRDConnector + CRDLoss + CRDMemoryBankHook config."""
+    cfg = dict(
+        default_scope='mmrazor',
+        custom_imports=dict(imports=['crd_mm', *extra_imports], allow_failed_imports=False),
+        work_dir=str(work_dir),
+        model=dict(
+            _scope_='mmrazor',
+            type='SingleTeacherDistill',
+            data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', mean=[127.5] * 3,
+                                   std=[127.5] * 3, to_rgb=True),
+            architecture=tiny_classifier(8),
+            teacher=tiny_classifier(16),
+            teacher_ckpt=None,
+            distiller=crd_distiller(loss_cfg or {})),
+        train_dataloader=image_folder_loader(data_root, batch_size),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        default_hooks=dict(
+            logger=dict(type='LoggerHook', interval=1),
+            checkpoint=dict(type='CheckpointHook', interval=1)),
+        custom_hooks=[dict(type='CRDMemoryBankHook')] if hooks is None else hooks,
+        randomness=dict(seed=0),
+        env_cfg=dict(dist_cfg=dict(backend='gloo')),
+        log_level='WARNING',
+    )
+    return Config(copy.deepcopy(cfg))

@@ -1,0 +1,146 @@
+"""Train a model (classifier, detector or distiller) from an mmengine config.
+
+Same flags and behaviour as mmpretrain 1.2.0's ``tools/train.py``. Importing
+crd_mm applies its compatibility patches and registers its modules; on
+machines without CUDA a distributed launch runs on the gloo backend.
+"""
+import argparse
+import os
+import os.path as osp
+from copy import deepcopy
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from crd_mm.utils import setup_cpu_distributed
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or, without a value, from '
+        'the latest checkpoint in the work directory')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate checkpoints during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the actual total batch size '
+        'relative to `auto_scale_lr.base_batch_size`')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='disable the pin_memory option of the dataloaders')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='disable the persistent_workers option of the dataloaders')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings with key=value pairs, e.g. '
+        'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes `--local-rank` on torch >= 2.0 and
+    # `--local_rank` before; accept both.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def set_dataloader_defaults(cfg, fields, no_pin_memory=False,
+                            no_persistent_workers=False):
+    """Fill dataloader defaults (pin memory, persistent workers, collate).
+
+    Persistent workers default to on only when the loader has workers, since
+    torch's DataLoader rejects them with ``num_workers=0``.
+    """
+    for field in fields:
+        if cfg.get(field) is None:
+            continue
+        loader_cfg = ConfigDict(
+            pin_memory=True, collate_fn=dict(type='default_collate'))
+        if cfg[field].get('num_workers', 0) > 0:
+            loader_cfg.persistent_workers = True
+        loader_cfg.update(cfg[field])
+        if no_pin_memory:
+            loader_cfg.pin_memory = False
+        if no_persistent_workers:
+            loader_cfg.persistent_workers = False
+        cfg[field] = loader_cfg
+
+
+def merge_args(cfg, args):
+    """Merge command-line arguments into the config."""
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+
+    cfg.launcher = args.launcher
+
+    # work_dir priority: command line > config > config file name
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+
+    set_dataloader_defaults(
+        cfg, ('train_dataloader', 'val_dataloader', 'test_dataloader'),
+        no_pin_memory=args.no_pin_memory,
+        no_persistent_workers=args.no_persistent_workers)
+
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = merge_args(Config.fromfile(args.config), args)
+    setup_cpu_distributed(cfg, args.launcher)
+
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
