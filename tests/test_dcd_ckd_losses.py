@@ -1,13 +1,13 @@
 """Tests for DCDLoss and CKDLoss: published check values, gradients, and training in mmrazor."""
 import math
 
-import mmcv
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.runner import Runner
 from mmrazor.registry import MODELS
+from tiny_configs import image_folder_loader, tiny_classifier
 from torch.func import functional_call
 
 from crd_mm.models.losses import CKDLoss, DCDLoss
@@ -28,7 +28,10 @@ def test_dcd_check_value_on_identity_embeddings():
 
 @pytest.mark.parametrize('tau', [-1.0, 0.0, 1.0, 3.0])
 def test_dcd_logit_scale_is_clamped(tau):
-    """On I_B the loss is log(1 + (B - 1) exp(-min(e^tau, 10))); above the clamp tau gets no gradient."""
+    """On I_B the loss is log(1 + (B - 1) exp(-min(e^tau, 10))).
+
+    Above the clamp, tau gets no gradient.
+    """
     eye = torch.eye(5, dtype=torch.float64)
     loss = DCDLoss(init_temperature=tau).double()
     scale = min(math.exp(tau), 10.0)
@@ -170,83 +173,35 @@ def test_losses_build_from_mmrazor_registry():
 
 
 # ---------------------------------------------------------------- training
-NUM_CLASSES = 2
 MAX_ITERS = 3
 
 
-def _write_image_folder(root, num_classes=NUM_CLASSES, per_class=4, size=32):
-    """A tiny ImageNet-style folder (root/class_k/*.png) of random images."""
-    rng = np.random.default_rng(0)
-    for label in range(num_classes):
-        class_dir = root / f'class_{label}'
-        class_dir.mkdir(parents=True)
-        for index in range(per_class):
-            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            mmcv.imwrite(image, str(class_dir / f'{index}.png'))
-    return root
-
-
-def _classifier(width):
-    """A two-stage ResNet-18 classifier from mmpretrain parts; features: 2 * width."""
-    return dict(
-        _scope_='mmpretrain',
-        type='ImageClassifier',
-        backbone=dict(
-            type='ResNet',
-            depth=18,
-            num_stages=2,
-            strides=(1, 2),
-            dilations=(1, 1),
-            out_indices=(1, ),
-            stem_channels=width,
-            base_channels=width),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(
-            type='LinearClsHead',
-            num_classes=NUM_CLASSES,
-            in_channels=2 * width,
-            loss=dict(type='CrossEntropyLoss')))
-
-
-def _train_distiller(tmp_path, distiller):
-    """Train SingleTeacherDistill for MAX_ITERS iterations in a real Runner."""
-    data_root = _write_image_folder(tmp_path / 'images')
-    runner = Runner(
+def _train_distiller(data_root, work_dir, distiller):
+    """A real Runner training SingleTeacherDistill for MAX_ITERS iterations."""
+    return Runner(
         model=dict(
             _scope_='mmrazor',
             type='SingleTeacherDistill',
             data_preprocessor=dict(
                 type='mmpretrain.ClsDataPreprocessor',
-                mean=[127.5, 127.5, 127.5],
-                std=[127.5, 127.5, 127.5],
-                to_rgb=True,
-                num_classes=NUM_CLASSES),
-            architecture=_classifier(width=8),
-            teacher=_classifier(width=16),
+                mean=[127.5] * 3,
+                std=[127.5] * 3,
+                to_rgb=True),
+            architecture=tiny_classifier(8),
+            teacher=tiny_classifier(16),
             teacher_ckpt=None,
             distiller=distiller),
-        work_dir=str(tmp_path / 'work'),
-        experiment_name=f'dcd_ckd_{tmp_path.name}',
-        train_dataloader=dict(
-            batch_size=4,
-            num_workers=0,
-            sampler=dict(type='InfiniteSampler', shuffle=True),
-            dataset=dict(
-                _scope_='mmpretrain',
-                type='CustomDataset',
-                data_root=str(data_root),
-                pipeline=[
-                    dict(type='LoadImageFromFile'),
-                    dict(type='PackInputs'),
-                ])),
+        work_dir=str(work_dir),
+        experiment_name=f'dcd_ckd_{work_dir.parent.name}',
+        train_dataloader=image_folder_loader(data_root, batch_size=4),
         train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS),
         optim_wrapper=dict(
             optimizer=dict(
                 type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4)),
         default_scope='mmrazor',
         default_hooks=dict(checkpoint=None),
-        randomness=dict(seed=0))
-    return runner
+        randomness=dict(seed=0),
+        log_level='WARNING')
 
 
 def _logged_values(runner, key):
@@ -254,7 +209,7 @@ def _logged_values(runner, key):
     return values
 
 
-def test_dcd_trains_in_single_teacher_distill(tmp_path):
+def test_dcd_trains_in_single_teacher_distill(imagefolder, tmp_path):
     distiller = dict(
         type='ConfigurableDistiller',
         student_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
@@ -269,7 +224,7 @@ def test_dcd_trains_in_single_teacher_distill(tmp_path):
                     from_student=True, recorder='feat', connector='dcd_s'),
                 t_embeds=dict(
                     from_student=False, recorder='feat', connector='dcd_t'))))
-    runner = _train_distiller(tmp_path, distiller)
+    runner = _train_distiller(imagefolder, tmp_path / 'work', distiller)
     dcd = runner.model.distiller.distill_losses['loss_dcd']
     assert isinstance(dcd, DCDLoss)
     tau_before = dcd.tau.detach().clone()
@@ -281,12 +236,17 @@ def test_dcd_trains_in_single_teacher_distill(tmp_path):
     assert len(values) == MAX_ITERS
     assert np.isfinite(values).all()
     # tau reached the optimizer through the distiller's ModuleDict and moved.
+    optimized = [
+        p for group in runner.optim_wrapper.optimizer.param_groups
+        for p in group['params']
+    ]
+    assert any(p is dcd.tau for p in optimized)
     assert not torch.equal(dcd.tau.detach(), tau_before)
     # b gets no gradient; only weight decay of an initial 0.0 could move it.
     assert dcd.bias.item() == pytest.approx(bias_before.item(), abs=1e-6)
 
 
-def test_ckd_trains_in_single_teacher_distill(tmp_path):
+def test_ckd_trains_in_single_teacher_distill(imagefolder, tmp_path):
     distiller = dict(
         type='ConfigurableDistiller',
         student_recorders=dict(
@@ -298,7 +258,7 @@ def test_ckd_trains_in_single_teacher_distill(tmp_path):
             loss_ckd=dict(
                 s_logits=dict(from_student=True, recorder='logits'),
                 t_logits=dict(from_student=False, recorder='logits'))))
-    runner = _train_distiller(tmp_path, distiller)
+    runner = _train_distiller(imagefolder, tmp_path / 'work', distiller)
     runner.train()
 
     values = _logged_values(runner, 'distill.loss_ckd')

@@ -3,8 +3,10 @@ import copy
 
 from mmengine.config import Config
 
+import crd_mm  # noqa: F401  (a Config built from a dict does not run custom_imports)
 
-def tiny_classifier(width, num_classes=2):
+
+def tiny_classifier(width, num_classes=10):
     """A two-stage mmpretrain ResNet classifier whose pooled feature has ``2 * width`` channels."""
     return dict(
         _scope_='mmpretrain',

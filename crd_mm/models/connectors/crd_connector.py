@@ -1,6 +1,7 @@
 """CRD's embedding head as an mmrazor connector."""
 from typing import Optional, Sequence, Union
 
+import mmrazor.models  # noqa: F401  (register mmrazor's CRDConnector first, so that ours replaces it)
 import torch
 import torch.nn.functional as F
 from mmrazor.models.architectures.connectors.base_connector import BaseConnector

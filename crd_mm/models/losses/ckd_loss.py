@@ -11,8 +11,8 @@ from .dcd_loss import check_paired_batch
 class CKDLoss(nn.Module):
     """Contrastive Knowledge Distillation loss on logits.
 
-    Zhu et al., "Contrastive Knowledge Distillation via Sample-wise Logit
-    Alignment" (2024). Both (B, C) logit matrices are L2-normalised per
+    Zhu et al., CKD: Contrastive Knowledge Distillation from a sample-wise
+    perspective (2024), which aligns logits sample by sample. Both (B, C) logit matrices are L2-normalised per
     sample and ``S = t_hat @ s_hat^T`` is their (B, B) cosine matrix. Each
     teacher sample must pick its own student logits among the batch's:
     the loss is the cross-entropy of ``S / temperature`` against the

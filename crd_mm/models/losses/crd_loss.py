@@ -1,6 +1,7 @@
 """CRD: Contrastive Representation Distillation (Tian, Krishnan, Isola; ICLR 2020)."""
 from typing import Sequence
 
+import mmrazor.models  # noqa: F401  (register mmrazor's CRDLoss first, so that ours replaces it)
 import torch
 from mmrazor.registry import MODELS
 from torch import nn
