@@ -53,6 +53,36 @@ def crd_distiller(loss_cfg, s_width=8, t_width=16, feat_dim=16):
 def crd_config(data_root, work_dir, max_epochs=1, batch_size=4, loss_cfg=None, hooks=None,
                extra_imports=()):
     """A complete SingleTeacherDistill + CRDConnector + CRDLoss + CRDMemoryBankHook config."""
+    return distill_config(data_root, work_dir, crd_distiller(loss_cfg or {}), max_epochs, batch_size,
+                          hooks, extra_imports)
+
+
+def crcd_distiller(s_width=8, t_width=16, feat_dim=16, num_negatives=8):
+    """CRCD's feature relation (on CRDConnector embeddings) and gradient relation, side by side."""
+    crd = crd_distiller({}, s_width, t_width, feat_dim)
+    common = dict(num_negatives=num_negatives, feat_dim=feat_dim)
+    return dict(
+        crd,
+        student_recorders=dict(crd['student_recorders'], logits=dict(type='ModuleOutputs', source='head.fc')),
+        teacher_recorders=dict(crd['teacher_recorders'], logits=dict(type='ModuleOutputs', source='head.fc'),
+                               fc_weight=dict(type='Parameter', source='head.fc.weight')),
+        distill_losses=dict(
+            loss_crcd=dict(type='CRCDLoss', **common),
+            loss_crcd_grad=dict(type='CRCDLoss', relation='gradient', student_channels=2 * s_width,
+                                teacher_channels=2 * t_width, **common)),
+        loss_forward_mappings=dict(
+            loss_crcd=crd['loss_forward_mappings']['loss_crd'],
+            loss_crcd_grad=dict(
+                s_feats=dict(from_student=True, recorder='feat'),
+                t_feats=dict(from_student=False, recorder='feat'),
+                data_samples=dict(from_student=True, recorder='data_samples', data_idx=1),
+                s_logits=dict(from_student=True, recorder='logits'),
+                t_logits=dict(from_student=False, recorder='logits'),
+                t_fc_weight=dict(from_student=False, recorder='fc_weight'))))
+
+
+def distill_config(data_root, work_dir, distiller, max_epochs=1, batch_size=4, hooks=None, extra_imports=()):
+    """A complete SingleTeacherDistill config around ``distiller``, with CRDMemoryBankHook."""
     cfg = dict(
         default_scope='mmrazor',
         custom_imports=dict(imports=['crd_mm', *extra_imports], allow_failed_imports=False),
@@ -65,7 +95,7 @@ def crd_config(data_root, work_dir, max_epochs=1, batch_size=4, loss_cfg=None, h
             architecture=tiny_classifier(8),
             teacher=tiny_classifier(16),
             teacher_ckpt=None,
-            distiller=crd_distiller(loss_cfg or {})),
+            distiller=distiller),
         train_dataloader=image_folder_loader(data_root, batch_size),
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),

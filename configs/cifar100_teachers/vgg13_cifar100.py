@@ -8,5 +8,4 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(type='CifarVGG', arch='vgg13'),
-    head=dict(in_channels=512))
+    backbone=dict(type='CifarVGG', arch='vgg13'), head=dict(in_channels=512))

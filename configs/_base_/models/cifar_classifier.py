@@ -13,5 +13,4 @@ model = dict(
         type='LinearClsHead',
         num_classes=100,
         in_channels=None,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-        topk=(1, 5)))
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))

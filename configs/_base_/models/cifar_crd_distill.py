@@ -42,7 +42,6 @@ model = dict(
                 t_feats=dict(
                     from_student=False, recorder='feat', connector='crd_t'),
                 data_samples=dict(
-                    from_student=True, recorder='data_samples',
-                    data_idx=1)))))
+                    from_student=True, recorder='data_samples', data_idx=1)))))
 
 custom_hooks = [dict(type='CRDMemoryBankHook')]

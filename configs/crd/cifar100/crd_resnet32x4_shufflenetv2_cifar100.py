@@ -8,8 +8,7 @@ _base_ = [
 
 model = dict(
     architecture=dict(
-        backbone=dict(type='CifarShuffleNetV2'),
-        head=dict(in_channels=1024)),
+        backbone=dict(type='CifarShuffleNetV2'), head=dict(in_channels=1024)),
     teacher=dict(
         backbone=dict(type='CifarResNet', arch='resnet32x4'),
         head=dict(in_channels=256)),

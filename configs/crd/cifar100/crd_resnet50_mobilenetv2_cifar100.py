@@ -8,11 +8,9 @@ _base_ = [
 
 model = dict(
     architecture=dict(
-        backbone=dict(type='CifarMobileNetV2'),
-        head=dict(in_channels=1280)),
+        backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280)),
     teacher=dict(
-        backbone=dict(type='CifarResNet50'),
-        head=dict(in_channels=2048)),
+        backbone=dict(type='CifarResNet50'), head=dict(in_channels=2048)),
     # the last checkpoint of configs/cifar100_teachers/resnet50_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/resnet50_cifar100/epoch_240.pth',

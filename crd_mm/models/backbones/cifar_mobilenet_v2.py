@@ -11,11 +11,21 @@ from mmpretrain.registry import MODELS
 from .cifar_resnet import DEFAULT_INIT_CFG
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int,
-                  stride: int, norm_cfg: dict, groups: int = 1) -> Sequential:
+def _conv_bn_relu(in_channels: int,
+                  out_channels: int,
+                  kernel_size: int,
+                  stride: int,
+                  norm_cfg: dict,
+                  groups: int = 1) -> Sequential:
     return Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                  padding=kernel_size // 2, groups=groups, bias=False),
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False),
         build_norm_layer(norm_cfg, out_channels)[1], nn.ReLU(inplace=True))
 
 
@@ -94,8 +104,7 @@ class CifarMobileNetV2(BaseBackbone):
             for i in range(n):
                 blocks.append(
                     CifarInvertedResidual(in_channels, out_channels,
-                                          s if i == 0 else 1, ratio,
-                                          norm_cfg))
+                                          s if i == 0 else 1, ratio, norm_cfg))
                 in_channels = out_channels
             stages.append(Sequential(*blocks))
         self.blocks = Sequential(*stages)

@@ -20,8 +20,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
 DEFAULT_INIT_CFG = [
-    dict(type='Kaiming', layer='Conv2d', mode='fan_out',
-         nonlinearity='relu'),
+    dict(type='Kaiming', layer='Conv2d', mode='fan_out', nonlinearity='relu'),
     dict(type='Constant', layer=['_BatchNorm', 'GroupNorm'], val=1, bias=0),
 ]
 
@@ -54,8 +53,7 @@ class CifarBasicBlock(BaseModule):
                  norm_cfg: dict = dict(type='BN')):
         super().__init__()
         self.conv1 = nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=1,
-            bias=False)
+            in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, out_channels)[1]
         self.conv2 = nn.Conv2d(
             out_channels, out_channels, 3, padding=1, bias=False)
@@ -93,7 +91,11 @@ class CifarBottleneck(BaseModule):
         self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, mid_channels)[1]
         self.conv2 = nn.Conv2d(
-            mid_channels, mid_channels, 3, stride=stride, padding=1,
+            mid_channels,
+            mid_channels,
+            3,
+            stride=stride,
+            padding=1,
             bias=False)
         self.bn2 = build_norm_layer(norm_cfg, mid_channels)[1]
         self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False)
@@ -110,8 +112,8 @@ class CifarBottleneck(BaseModule):
         return self.relu(out + identity)
 
 
-def _make_stage(block: type, in_channels: int, channels: int,
-                num_blocks: int, stride: int, norm_cfg: dict) -> Sequential:
+def _make_stage(block: type, in_channels: int, channels: int, num_blocks: int,
+                stride: int, norm_cfg: dict) -> Sequential:
     """Stack ``num_blocks`` blocks; only the first one changes resolution."""
     layers = []
     for i in range(num_blocks):
@@ -216,9 +218,8 @@ class CifarResNet50(BaseBackbone):
         self.bn1 = build_norm_layer(norm_cfg, 64)[1]
         self.relu = nn.ReLU(inplace=True)
         in_channels = 64
-        widths, strides = (64, 128, 256, 512), (1, 2, 2, 2)
-        for i, (n, width, stride) in enumerate(
-                zip(self.stage_blocks, widths, strides)):
+        stages = zip(self.stage_blocks, (64, 128, 256, 512), (1, 2, 2, 2))
+        for i, (n, width, stride) in enumerate(stages):
             self.add_module(
                 f'layer{i + 1}',
                 _make_stage(CifarBottleneck, in_channels, width, n, stride,

@@ -15,12 +15,22 @@ from mmpretrain.models.utils import channel_shuffle
 from mmpretrain.registry import MODELS
 
 
-def _conv_bn(in_channels: int, out_channels: int, kernel_size: int,
-             norm_cfg: dict, stride: int = 1, groups: int = 1,
+def _conv_bn(in_channels: int,
+             out_channels: int,
+             kernel_size: int,
+             norm_cfg: dict,
+             stride: int = 1,
+             groups: int = 1,
              relu: bool = True) -> Sequential:
     layers = [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                  padding=kernel_size // 2, groups=groups, bias=False),
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False),
         build_norm_layer(norm_cfg, out_channels)[1]
     ]
     if relu:
@@ -52,8 +62,7 @@ class ShuffleV1Unit(BaseModule):
         self.first_groups = first_groups
         self.conv1 = _conv_bn(
             in_channels, mid, 1, norm_cfg, groups=first_groups)
-        self.conv2 = _conv_bn(
-            mid, mid, 3, norm_cfg, stride=stride, groups=mid)
+        self.conv2 = _conv_bn(mid, mid, 3, norm_cfg, stride=stride, groups=mid)
         self.conv3 = _conv_bn(
             mid, branch_channels, 1, norm_cfg, groups=groups, relu=False)
         self.relu = nn.ReLU(inplace=True)
@@ -94,8 +103,8 @@ class CifarShuffleNetV1(BaseBackbone):
         super().__init__(init_cfg)
         self.conv1 = _conv_bn(3, 24, 1, norm_cfg)
         in_channels = 24
-        for i, (out_channels, n) in enumerate(
-                zip(self.stage_channels, self.stage_blocks)):
+        stages = zip(self.stage_channels, self.stage_blocks)
+        for i, (out_channels, n) in enumerate(stages):
             units = []
             for j in range(n):
                 first = j == 0
@@ -127,14 +136,20 @@ class ShuffleV2DownUnit(BaseModule):
     def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict):
         super().__init__()
         mid = out_channels // 2
-        self.left = Sequential(
-            _conv_bn(in_channels, in_channels, 3, norm_cfg, stride=2,
-                     groups=in_channels, relu=False),
-            _conv_bn(in_channels, mid, 1, norm_cfg))
+        depthwise = _conv_bn(
+            in_channels,
+            in_channels,
+            3,
+            norm_cfg,
+            stride=2,
+            groups=in_channels,
+            relu=False)
+        self.left = Sequential(depthwise,
+                               _conv_bn(in_channels, mid, 1, norm_cfg))
         self.right = Sequential(
             _conv_bn(in_channels, mid, 1, norm_cfg),
-            _conv_bn(mid, mid, 3, norm_cfg, stride=2, groups=mid,
-                     relu=False), _conv_bn(mid, mid, 1, norm_cfg))
+            _conv_bn(mid, mid, 3, norm_cfg, stride=2, groups=mid, relu=False),
+            _conv_bn(mid, mid, 1, norm_cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return channel_shuffle(
@@ -187,8 +202,8 @@ class CifarShuffleNetV2(BaseBackbone):
         super().__init__(init_cfg)
         self.conv1 = _conv_bn(3, 24, 1, norm_cfg)
         in_channels = 24
-        for i, (channels, n) in enumerate(
-                zip(self.stage_channels, self.stage_blocks)):
+        stages = zip(self.stage_channels, self.stage_blocks)
+        for i, (channels, n) in enumerate(stages):
             units = [ShuffleV2DownUnit(in_channels, channels, norm_cfg)]
             units += [ShuffleV2Unit(channels, norm_cfg) for _ in range(n)]
             self.add_module(f'layer{i + 1}', Sequential(*units))

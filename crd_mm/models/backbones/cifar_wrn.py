@@ -1,4 +1,4 @@
-"""Wide ResNets (Zagoruyko & Komodakis) as used in the CRD paper on CIFAR-100."""
+"""Wide ResNets (Zagoruyko & Komodakis) as the CRD paper uses on CIFAR-100."""
 from typing import Tuple
 
 import torch
@@ -30,8 +30,7 @@ class PreActBlock(BaseModule):
         super().__init__()
         self.bn1 = build_norm_layer(norm_cfg, in_channels)[1]
         self.conv1 = nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=1,
-            bias=False)
+            in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn2 = build_norm_layer(norm_cfg, out_channels)[1]
         self.conv2 = nn.Conv2d(
             out_channels, out_channels, 3, padding=1, bias=False)

@@ -26,6 +26,11 @@ def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
     return torch.stack(values).to(device=device, dtype=torch.long)
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """Scores are computed in float32 at least (exp(x / 0.07) overflows half precision)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
 def contrast_probs(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Tensor,
                    negative: torch.Tensor, temperature: float) -> torch.Tensor:
     """exp(<bank row, anchor> / T) for the positive (column 0) and the K negatives, (B, K + 1).
@@ -33,16 +38,17 @@ def contrast_probs(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Ten
     ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
     negatives need one (K, D) gather and a matrix product instead of a
     (B, K + 1, D) gather, which is what makes them cheap at ImageNet scale.
-    Bank rows carry no gradient; scores are computed in float32.
+    Bank rows carry no gradient; scores are computed in float32 (float64 for float64 anchors).
     """
-    anchor = anchor.float()
+    dtype = compute_dtype(anchor)
+    anchor = anchor.to(dtype)
     if negative.dim() == 2:
         rows = bank.index_select(0, torch.cat([positive[:, None], negative], 1).view(-1))
-        rows = rows.view(anchor.shape[0], -1, anchor.shape[1]).float()
+        rows = rows.view(anchor.shape[0], -1, anchor.shape[1]).to(dtype)
         logits = torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2)
     else:
-        pos = (bank.index_select(0, positive).float() * anchor).sum(1, keepdim=True)
-        logits = torch.cat([pos, anchor @ bank.index_select(0, negative).float().t()], 1)
+        pos = (bank.index_select(0, positive).to(dtype) * anchor).sum(1, keepdim=True)
+        logits = torch.cat([pos, anchor @ bank.index_select(0, negative).to(dtype).t()], 1)
     return torch.exp(logits / temperature)
 
 

@@ -1,0 +1,192 @@
+"""CRCD: Complementary Relation Contrastive Distillation (Zhu et al., CVPR 2021)."""
+from typing import Optional, Sequence, Union
+
+import mmrazor.models  # noqa: F401  (mmrazor's registrations first, as for CRDLoss)
+import torch
+import torch.nn.functional as F
+from mmrazor.registry import MODELS
+from torch import nn
+
+from ...memory import MemoryBankClient
+from ...memory.bank import NEGATIVE_SAMPLING_MODES
+from .crd_loss import compute_dtype, dataset_indices, nce_loss
+
+RELATIONS = ('feature', 'gradient')
+
+
+def relation_probs(embeds: torch.Tensor, anchors: torch.Tensor, bank: torch.Tensor,
+                   contrast_idx: torch.Tensor, temperature: float) -> torch.Tensor:
+    """exp(<normalize(w - a), normalize(v_i - a)> / T) for every pair (i, a != i) and candidate w.
+
+    ``embeds`` v: (B, D) with gradient; ``anchors`` a: (B, D) bank rows of the
+    batch; candidates w: the bank rows ``contrast_idx`` (B, K + 1), column 0 the
+    positive. Returns (B * (B - 1), K + 1). The relation vectors are never
+    materialised (that would be B^2 (K + 1) D numbers): the cosine is expanded
+    into dot products, so memory grows as B^2 (K + 1) only. The pair a = i is
+    left out: there the positive's relation vector w - a is zero.
+    """
+    dtype = compute_dtype(embeds)
+    batch, num_candidates = contrast_idx.shape
+    v, a = embeds.to(dtype), anchors.to(dtype)
+    w = bank.index_select(0, contrast_idx.reshape(-1)).view(batch, num_candidates, -1).to(dtype)
+    wv = torch.bmm(w, v.unsqueeze(2))                       # (B, K+1, 1)   <w_ik, v_i>
+    wa = torch.matmul(w, a.t())                             # (B, K+1, B)   <w_ik, a>
+    av = (v @ a.t()).unsqueeze(1)                           # (B, 1, B)     <v_i, a>
+    aa = (a * a).sum(1)                                     # (B,)          |a|^2
+    ww = (w * w).sum(2, keepdim=True)                       # (B, K+1, 1)   |w_ik|^2
+    vv = (v * v).sum(1)[:, None, None]                      # (B, 1, 1)     |v_i|^2
+    sq_w = ww - 2 * wa + aa                                 # |w_ik - a|^2
+    sq_v = (vv - 2 * av + aa).clamp_min(0)                  # |v_i - a|^2
+    # a candidate that is the anchor itself (a negative drawn at the anchor's index,
+    # or a repeated sample) has no relation vector: its cosine is 0, as F.normalize gives
+    degenerate = sq_w <= 1e-12
+    norm_w = torch.where(degenerate, torch.ones_like(sq_w), sq_w.clamp_min(0).sqrt())
+    norm_v = sq_v.sqrt().clamp_min(1e-12)
+    cosine = torch.where(degenerate, torch.zeros_like(sq_w), (wv - wa - av + aa) / (norm_w * norm_v))
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
+    cosine = cosine.permute(0, 2, 1)[off_diagonal]          # (B(B-1), K+1)
+    return torch.exp(cosine / temperature)
+
+
+def feature_gradients(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                      fc_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """d CE(logits, labels) / d feats per sample: CRCD's gradient element.
+
+    With ``fc_weight`` (a frozen teacher run without autograd) it is the closed
+    form (softmax(logits) - onehot) @ W of a linear head; otherwise it is taken
+    by double backpropagation (``create_graph=True``), so the loss on it trains
+    the student's network.
+    """
+    if fc_weight is not None:
+        residual = logits.detach().softmax(1) - F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        return residual @ fc_weight.detach().to(logits.dtype)
+    if not feats.requires_grad:
+        raise ValueError('the gradient relation needs student features that are part of the '
+                         "autograd graph: record the input of the student's classifier (e.g. 'neck')")
+    task_loss = F.cross_entropy(logits, labels, reduction='sum')
+    return torch.autograd.grad(task_loss, feats, create_graph=True)[0]
+
+
+def last_tensor(feature: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    return feature[-1] if isinstance(feature, (tuple, list)) else feature
+
+
+@MODELS.register_module()
+class CRCDLoss(nn.Module, MemoryBankClient):
+    """CRCD: contrast of anchor-relative relations on CRD's memory banks.
+
+    For a student embedding v_i and a teacher-bank anchor a (a batch sample's
+    row), the relation normalize(v_i - a) is contrasted with the teacher-bank
+    candidates normalize(bank[k] - a) (k = the sample itself and K negatives)
+    by CRD's NCE objective; the symmetric branch swaps student and teacher.
+    The banks are ordinary :class:`~crd_mm.memory.ContrastMemoryBank`\\ s owned by
+    ``CRDMemoryBankHook``, as for ``CRDLoss``. Cost grows as B^2 (K + 1).
+
+    ``relation='feature'``: ``forward(s_feats, t_feats, data_samples)`` on the
+    L2-normalised embeddings of two ``CRDConnector`` heads.
+    ``relation='gradient'`` (the complementary element): ``forward(s_feats,
+    t_feats, data_samples, s_logits, t_logits, t_fc_weight)`` on the raw
+    penultimate features and logits; the task-loss gradients w.r.t. the
+    features (student by double backpropagation, frozen teacher in closed
+    form from its classifier weight) are embedded by heads owned by this loss
+    (``student_channels`` / ``teacher_channels`` -> ``feat_dim``).
+
+    Args:
+        loss_weight (float): multiplies the loss.
+        relation (str): 'feature' or 'gradient'.
+        temperature (float): T of the scores (0.05 in the paper).
+        num_negatives (int): K (500 in the paper).
+        momentum (float): bank update momentum.
+        feat_dim (int): embedding width.
+        negative_sampling (str): 'class_exact' or 'uniform', as in ``CRDLoss``.
+        student_channels, teacher_channels (int): feature widths, gradient relation only.
+        eps (float): numerical guard of the NCE terms.
+    """
+
+    def __init__(self,
+                 loss_weight: float = 1.0,
+                 relation: str = 'feature',
+                 temperature: float = 0.05,
+                 num_negatives: int = 500,
+                 momentum: float = 0.5,
+                 feat_dim: int = 128,
+                 negative_sampling: str = 'class_exact',
+                 student_channels: Optional[int] = None,
+                 teacher_channels: Optional[int] = None,
+                 eps: float = 1e-7):
+        super().__init__()
+        if relation not in RELATIONS:
+            raise ValueError(f'relation must be one of {RELATIONS}, got {relation!r}')
+        if negative_sampling not in NEGATIVE_SAMPLING_MODES:
+            raise ValueError(f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, '
+                             f'got {negative_sampling!r}')
+        if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
+            raise ValueError('CRCDLoss needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
+        self.loss_weight = loss_weight
+        self.relation = relation
+        self.temperature = temperature
+        self.num_negatives = num_negatives
+        self.momentum = momentum
+        self.feat_dim = feat_dim
+        self.negative_sampling = negative_sampling
+        self.eps = eps
+        if relation == 'gradient':
+            if not student_channels or not teacher_channels:
+                raise ValueError("relation='gradient' embeds the feature gradients itself: set "
+                                 'student_channels and teacher_channels to the feature widths')
+            self.student_head = nn.Linear(student_channels, feat_dim)
+            self.teacher_head = nn.Linear(teacher_channels, feat_dim)
+
+    def bank_requirements(self) -> dict:
+        return dict(feat_dim=self.feat_dim, momentum=self.momentum,
+                    needs_labels=self.negative_sampling == 'class_exact')
+
+    def forward(self, s_feats, t_feats, data_samples: Sequence, s_logits: Optional[torch.Tensor] = None,
+                t_logits: Optional[torch.Tensor] = None, t_fc_weight: Optional[torch.Tensor] = None):
+        bank = self.require_memory_bank()
+        idx = dataset_indices(data_samples, bank.device)
+        if self.relation == 'gradient':
+            s_feats, t_feats = self.gradient_embeddings(s_feats, t_feats, data_samples, s_logits, t_logits,
+                                                        t_fc_weight)
+        expected = (idx.numel(), self.feat_dim)
+        if tuple(s_feats.shape) != expected or tuple(t_feats.shape) != expected:
+            raise ValueError(f'CRCDLoss expects student and teacher embeddings of shape {expected} '
+                             f'(batch, feat_dim), got {tuple(s_feats.shape)} and {tuple(t_feats.shape)}')
+        bank.check_indices(idx)
+        if idx.numel() < 2:  # e.g. the last batch of an epoch: no pair to relate
+            if bank.normalizers is None:
+                raise ValueError('CRCD contrasts relations between the samples of a batch: the first '
+                                 'batch needs at least 2 samples to set the normalisation constants')
+            loss = (s_feats.sum() + t_feats.sum()) * 0.0
+        else:
+            negative = bank.negatives(idx, self.num_negatives, self.negative_sampling, shared=False)
+            loss = self.relation_loss(s_feats, t_feats, idx, negative)
+        bank.stage(idx, s_feats, t_feats)
+        return loss
+
+    def gradient_embeddings(self, s_feats, t_feats, data_samples, s_logits, t_logits, t_fc_weight):
+        if s_logits is None or t_logits is None or t_fc_weight is None:
+            raise ValueError("relation='gradient' needs s_logits, t_logits (the classifiers' outputs) and "
+                             "t_fc_weight (the teacher classifier's weight, a 'Parameter' recorder) in "
+                             'loss_forward_mappings')
+        labels = torch.stack([torch.as_tensor(s.gt_label).reshape(-1)[0] for s in data_samples])
+        labels = labels.to(s_logits.device, torch.long)
+        s_grad = feature_gradients(last_tensor(s_feats), s_logits, labels)
+        t_grad = feature_gradients(last_tensor(t_feats), t_logits, labels, fc_weight=t_fc_weight)
+        return (F.normalize(self.student_head(s_grad), dim=1),
+                F.normalize(self.teacher_head(t_grad.to(self.teacher_head.weight.dtype)), dim=1))
+
+    def relation_loss(self, s_embeds: torch.Tensor, t_embeds: torch.Tensor, idx: torch.Tensor,
+                      negative: torch.Tensor) -> torch.Tensor:
+        """The weighted CRCD loss for given indices and negatives (no sampling, no bank update)."""
+        bank = self.require_memory_bank()
+        contrast_idx = torch.cat([idx[:, None], negative], 1)
+        with torch.autocast(device_type=s_embeds.device.type, enabled=False):
+            probs_s = relation_probs(s_embeds, bank.teacher.index_select(0, idx), bank.teacher,
+                                     contrast_idx, self.temperature)
+            probs_t = relation_probs(t_embeds, bank.student.index_select(0, idx), bank.student,
+                                     contrast_idx, self.temperature)
+            z_s, z_t = bank.normalizers_for(probs_s, probs_t)
+            loss = (nce_loss(probs_s / z_s, bank.num_samples, self.eps)
+                    + nce_loss(probs_t / z_t, bank.num_samples, self.eps))
+        return self.loss_weight * loss
