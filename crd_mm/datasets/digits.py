@@ -11,14 +11,20 @@ class SklearnDigits(BaseDataset):
     """The 1,797 8x8 grey-scale digits that ship with scikit-learn, 10 classes.
 
     No download and no files: ``sklearn.datasets.load_digits`` reads them from
-    the installed package. Images are scaled from 0..16 to 0..255 and stacked to
-    three channels (uint8, HxWx3), so mmpretrain's transforms and
-    ``PackInputs`` apply unchanged. The split is a fixed stratified split
-    (every ``test_every``-th sample of each class goes to 'test').
+    the installed package, so the demo runs offline. Images are scaled from
+    0..16 to 0..255 and stacked to three channels (uint8, 8x8x3, in ``img``
+    with ``img_shape``/``ori_shape`` set as an image loader would), so
+    mmpretrain's transforms and ``PackInputs`` apply unchanged. The split is a
+    fixed stratified one: in each class, samples 0, ``test_every``,
+    2 * ``test_every``, ... (in scikit-learn's order) are the test split and
+    the rest the training split; with the default 5 that is 1,433 training and
+    364 test images. The usual ``BaseDataset`` options (``pipeline``,
+    ``indices`` for a subset, ...) pass through.
 
     Args:
         split (str): 'train' or 'test'.
-        test_every (int): one sample in ``test_every`` of each class is a test sample.
+        test_every (int): one sample in ``test_every`` of each class is a test
+            sample; at least 2. Defaults to 5.
     """
 
     METAINFO = dict(classes=tuple(str(d) for d in range(10)))
@@ -26,8 +32,10 @@ class SklearnDigits(BaseDataset):
     def __init__(self, split: str = 'train', test_every: int = 5, **kwargs):
         if split not in ('train', 'test'):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if int(test_every) != test_every or test_every < 2:
+            raise ValueError(f'test_every must be an integer >= 2, got {test_every!r}')
         self.split = split
-        self.test_every = test_every
+        self.test_every = int(test_every)
         kwargs.setdefault('ann_file', '')
         super().__init__(**kwargs)
 
@@ -36,10 +44,14 @@ class SklearnDigits(BaseDataset):
         digits = load_digits()
         images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
         data_list = []
-        seen = np.zeros(10, dtype=int)
+        seen = np.zeros(len(self.METAINFO['classes']), dtype=int)
         for image, label in zip(images, digits.target):
             is_test = seen[label] % self.test_every == 0
             seen[label] += 1
             if is_test == (self.split == 'test'):
-                data_list.append(dict(img=np.repeat(image[..., None], 3, axis=2), gt_label=int(label)))
+                data_list.append(dict(
+                    img=np.repeat(image[..., None], 3, axis=2),
+                    img_shape=image.shape,
+                    ori_shape=image.shape,
+                    gt_label=int(label)))
         return data_list

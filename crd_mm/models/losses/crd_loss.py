@@ -38,14 +38,21 @@ def contrast_probs(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Ten
     ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
     negatives need one (K, D) gather and a matrix product instead of a
     (B, K + 1, D) gather, which is what makes them cheap at ImageNet scale.
+    Per-sample negatives gather (B, K + 1, D) rows, or, when the bank is
+    smaller than that (N <= (K + 1) D, e.g. CIFAR), score all N rows at once.
     Bank rows carry no gradient; scores are computed in float32 (float64 for float64 anchors).
     """
     dtype = compute_dtype(anchor)
     anchor = anchor.to(dtype)
     if negative.dim() == 2:
-        rows = bank.index_select(0, torch.cat([positive[:, None], negative], 1).view(-1))
-        rows = rows.view(anchor.shape[0], -1, anchor.shape[1]).to(dtype)
-        logits = torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2)
+        contrast = torch.cat([positive[:, None], negative], 1)
+        if bank.dtype == dtype and bank.shape[0] <= contrast.shape[1] * bank.shape[1]:
+            # N <= (K + 1) D: scoring every bank row once (B x N) moves less memory
+            # than gathering B (K + 1) rows of D, and needs no copy of the bank
+            logits = (anchor @ bank.t()).gather(1, contrast)
+        else:
+            rows = bank.index_select(0, contrast.view(-1)).view(anchor.shape[0], -1, anchor.shape[1])
+            logits = torch.bmm(rows.to(dtype), anchor.unsqueeze(2)).squeeze(2)
     else:
         pos = (bank.index_select(0, positive).to(dtype) * anchor).sum(1, keepdim=True)
         logits = torch.cat([pos, anchor @ bank.index_select(0, negative).to(dtype).t()], 1)
