@@ -2,7 +2,8 @@
 
 Fixtures:
     imagefolder: path of a tiny classification dataset in mmpretrain's
-        ``CustomDataset`` layout (``<root>/<class>/<n>.png``).
+        ``CustomDataset`` layout: 2 classes of 4 RGB 32x32 PNGs,
+        ``<root>/class_<c>/<c>_<i>.png`` (file names unique across classes).
     make_imagefolder: factory ``make_imagefolder(root, num_classes=2,
         per_class=4, size=32, seed=0)`` for other sizes.
     free_port: a TCP port that was free a moment ago (for MASTER_PORT/PORT).
@@ -24,7 +25,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def write_imagefolder(root, num_classes=2, per_class=4, size=32, seed=0):
-    """Write ``num_classes * per_class`` PNGs into ``root/class_<i>/``.
+    """Write ``num_classes * per_class`` PNGs ``root/class_<c>/<c>_<i>.png``.
 
     Each class has its own mean colour plus noise, so a small network can
     tell the classes apart. Returns ``root``.
@@ -37,7 +38,7 @@ def write_imagefolder(root, num_classes=2, per_class=4, size=32, seed=0):
         for i in range(per_class):
             noise = rng.integers(-40, 41, size=(size, size, 3))
             img = np.clip(colour + noise, 0, 255).astype(np.uint8)
-            cv2.imwrite(osp.join(class_dir, f'{i}.png'), img)
+            cv2.imwrite(osp.join(class_dir, f'{c}_{i}.png'), img)
     return str(root)
 
 

@@ -18,6 +18,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from crd_mm.utils import setup_cpu_distributed
+from crd_mm.utils.data_check import check_data
 
 
 def parse_args():
@@ -152,6 +153,7 @@ def main():
         raise ValueError('--out-item needs --out to name the output file')
 
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_data(cfg, ('test_dataloader', ))
     setup_cpu_distributed(cfg, args.launcher)
 
     if 'runner_type' in cfg:

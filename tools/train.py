@@ -14,6 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from crd_mm.utils import setup_cpu_distributed
+from crd_mm.utils.data_check import check_data
 
 
 def parse_args():
@@ -133,6 +134,7 @@ def merge_args(cfg, args):
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_data(cfg, ('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)
 
     if 'runner_type' in cfg:

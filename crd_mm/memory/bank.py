@@ -8,6 +8,7 @@ hook then applies the staged updates of *all* ranks at once, so every rank holds
 bit-identical banks, and nothing is part of the DDP-wrapped model's state.
 """
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -16,6 +17,7 @@ from mmengine import dist
 from mmengine.logging import print_log
 
 NEGATIVE_SAMPLING_MODES = ('class_exact', 'uniform')
+INIT_CHUNKS = 16
 POSITIVE_MODES = ('exact', 'relax')
 
 
@@ -62,10 +64,8 @@ class ContrastMemoryBank:
         self.device = torch.device(device)
         self.dtype = dtype
         self.seed = seed
-        init = torch.Generator(device=self.device).manual_seed(seed)
-        stdv = 1.0 / math.sqrt(feat_dim / 3)
-        self.student = self._uniform_rows(init, stdv)
-        self.teacher = self._uniform_rows(init, stdv)
+        self.student = self._uniform_rows(seed * 2)
+        self.teacher = self._uniform_rows(seed * 2 + 1)
         self.normalizers: Optional[torch.Tensor] = None  # (Z_student, Z_teacher)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=self.device)
         self.sampler = torch.Generator(device=self.device)
@@ -75,9 +75,26 @@ class ContrastMemoryBank:
         if labels is not None:
             self._index_classes(labels)
 
-    def _uniform_rows(self, generator, stdv):
-        rows = torch.rand(self.num_samples, self.feat_dim, generator=generator, device=self.device)
-        return rows.mul_(2 * stdv).sub_(stdv).to(self.dtype)
+    def _uniform_rows(self, stream: int) -> torch.Tensor:
+        """CRD's initial rows, uniform in [-s, s] with s = 1 / sqrt(D / 3), identical on every rank.
+
+        On the CPU, torch's generator is sequential, so fixed chunks of rows are
+        filled from their own generators in parallel threads (an ImageNet bank
+        is 164M numbers); the chunking, and so the values, do not depend on the
+        number of threads.
+        """
+        stdv = 1.0 / math.sqrt(self.feat_dim / 3)
+        rows = torch.empty(self.num_samples, self.feat_dim, dtype=self.dtype, device=self.device)
+        if self.device.type != 'cpu':
+            return rows.uniform_(-stdv, stdv, generator=torch.Generator(self.device).manual_seed(stream))
+        chunks = rows.chunk(INIT_CHUNKS)
+
+        def fill(i):
+            chunks[i].uniform_(-stdv, stdv, generator=torch.Generator().manual_seed(stream * INIT_CHUNKS + i))
+
+        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+            list(pool.map(fill, range(len(chunks))))
+        return rows
 
     def _index_classes(self, labels):
         """Sort sample indices by class so that per-class draws are offsets into one array."""

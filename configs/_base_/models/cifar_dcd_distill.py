@@ -1,0 +1,41 @@
+# DCD on the CIFAR networks (Giakoumoglou and Stathaki, 2024): CE 1.0 +
+# DCD 1.0 between the pooled penultimate features (`neck` outputs) of student
+# and frozen teacher, each through a trainable 128-d embedding head
+# (CRDConnector: Linear + L2 normalisation). The other samples of the batch
+# are the negatives, so there is no memory bank; the loss's learnable
+# temperature and bias train with the student. DCD+KD configs add KD 1.0 at
+# T=4. Configs using this base set, for student and teacher, `backbone`,
+# `head.in_channels`, the connectors' `dim_in` (the same widths) and
+# `teacher_ckpt`.
+_base_ = ['./cifar_classifier.py']
+
+default_scope = 'mmrazor'
+
+model = dict(
+    _delete_=True,
+    _scope_='mmrazor',
+    type='SingleTeacherDistill',
+    architecture=_base_.model,
+    teacher=_base_.model,
+    teacher_ckpt=None,
+    distiller=dict(
+        type='ConfigurableDistiller',
+        student_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
+        teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
+        distill_losses=dict(
+            loss_dcd=dict(
+                type='DCDLoss',
+                loss_weight=1.0,
+                init_temperature=1.0,
+                init_bias=0.0,
+                consistency_weight=0.5)),
+        connectors=dict(
+            dcd_s=dict(type='CRDConnector', dim_in=None, dim_out=128),
+            dcd_t=dict(type='CRDConnector', dim_in=None, dim_out=128)),
+        loss_forward_mappings=dict(
+            loss_dcd=dict(
+                s_embeds=dict(
+                    from_student=True, recorder='feat', connector='dcd_s'),
+                t_embeds=dict(
+                    from_student=False, recorder='feat',
+                    connector='dcd_t')))))

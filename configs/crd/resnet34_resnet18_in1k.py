@@ -1,0 +1,56 @@
+# CRD, ResNet-34 -> ResNet-18 on ImageNet-1k (paper's top-1/top-5:
+# 71.17/90.13; teacher 73.31, student 69.75). 8 GPUs x 32 images, SGD lr 0.1,
+# wd 1e-4, 100 epochs with steps at 30/60/90; CE 1.0 + CRD 0.8 between the
+# pooled 512-d features (`neck` outputs) of mmpretrain's ResNet-18 (trained
+# from scratch) and its released ResNet-34 (frozen, top-1 73.62), each through
+# a trainable 128-d embedding head. 16384 negatives per sample from other
+# classes, drawn with replacement as in the authors' ImageNet code; the two
+# 1.28M x 128 memory banks live in CRDMemoryBankHook, outside the model.
+_base_ = [
+    'mmpretrain::_base_/models/resnet18.py',
+    '../_base_/datasets/imagenet_bs32_crd.py',
+    '../_base_/schedules/imagenet_bs256_100e.py',
+]
+
+default_scope = 'mmrazor'
+custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    _scope_='mmrazor',
+    type='SingleTeacherDistill',
+    architecture=_base_.model,
+    teacher=dict(
+        _base_.model, backbone=dict(_base_.model.backbone, depth=34)),
+    # mmpretrain's resnet34_8xb32_in1k (fetched once into torch.hub's cache)
+    teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
+    'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
+    distiller=dict(
+        type='ConfigurableDistiller',
+        student_recorders=dict(
+            feat=dict(type='ModuleOutputs', source='neck'),
+            data_samples=dict(type='ModuleInputs', source='')),
+        teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
+        distill_losses=dict(
+            loss_crd=dict(
+                type='CRDLoss',
+                loss_weight=0.8,
+                temperature=0.07,
+                num_negatives=16384,
+                momentum=0.5,
+                feat_dim=128,
+                negative_sampling='class_exact',
+                positive='exact')),
+        connectors=dict(
+            crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128)),
+        loss_forward_mappings=dict(
+            loss_crd=dict(
+                s_feats=dict(
+                    from_student=True, recorder='feat', connector='crd_s'),
+                t_feats=dict(
+                    from_student=False, recorder='feat', connector='crd_t'),
+                data_samples=dict(
+                    from_student=True, recorder='data_samples', data_idx=1)))))
+
+custom_hooks = [dict(type='CRDMemoryBankHook')]
