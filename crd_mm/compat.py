@@ -6,6 +6,8 @@ and is applied when ``crd_mm`` is imported (configs do that through
 ``custom_imports``). ``APPLIED_PATCHES`` lists what was applied in this process.
 """
 import codecs
+import functools
+import os
 import sys
 import types
 
@@ -105,5 +107,37 @@ def patch_checkpoint_allow_list():
     APPLIED_PATCHES.append('torch.serialization.safe_globals')
 
 
+def patch_atomic_checkpoint_save():
+    """mmengine writes checkpoints in place (LocalBackend.put opens the target and writes), so a crash or a full disk mid-write leaves a truncated file.
+
+    Local checkpoints are written to ``<name>.partial`` and renamed over the
+    target only once complete (``os.replace`` is atomic on POSIX), so the path
+    holds either the previous complete file or the new one. Remote backends
+    (``s3://``, ``pavi://``, ...) are left to mmengine.
+    """
+    from mmengine.runner import checkpoint as checkpoint_module
+    from mmengine.runner import runner as runner_module
+    original = checkpoint_module.save_checkpoint
+    if getattr(runner_module.save_checkpoint, 'crd_mm_atomic', False):
+        return
+
+    @functools.wraps(original)
+    def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
+        if '://' in str(filename) or file_client_args is not None or backend_args is not None:
+            return original(checkpoint, filename, file_client_args, backend_args)
+        partial = f'{filename}.partial'
+        try:
+            original(checkpoint, partial)
+            os.replace(partial, filename)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+
+    save_checkpoint.crd_mm_atomic = True
+    checkpoint_module.save_checkpoint = runner_module.save_checkpoint = save_checkpoint
+    APPLIED_PATCHES.append('mmengine.runner.save_checkpoint')
+
+
 patch_mmrazor_quantization()
 patch_checkpoint_allow_list()
+patch_atomic_checkpoint_save()

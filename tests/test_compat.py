@@ -18,6 +18,7 @@ def test_crd_mm_imports_and_applies_the_patches_this_torch_needs():
     assert crd_mm.__version__
     assert compat.QUANTIZATION_MODULE in compat.APPLIED_PATCHES
     assert 'torch.serialization.safe_globals' in compat.APPLIED_PATCHES
+    assert 'mmengine.runner.save_checkpoint' in compat.APPLIED_PATCHES
 
 
 def test_mmrazor_quantization_stand_in_explains_itself():
@@ -155,3 +156,27 @@ def test_checkpoint_with_foreign_object_is_refused_and_never_runs(tmp_path, payl
     with pytest.raises(pickle.UnpicklingError, match='system|__globals__'):
         load_checkpoint(torch.nn.Linear(1, 1), str(path))
     assert not marker.exists()
+
+
+ATOMIC_SAVE_SCRIPT = '''
+import resource, signal, sys, torch
+import crd_mm  # noqa: F401
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import save_checkpoint
+path = sys.argv[1]
+save_checkpoint({'weights': torch.zeros(10)}, path)  # a complete, small previous checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # the disk "fills up" after 1 MB
+try:
+    save_checkpoint({'weights': torch.zeros(1 << 20)}, path)  # 4 MB: the write fails midway
+except OSError as error:
+    print('save failed:', error)
+'''
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_file_intact(tmp_path, cmd):
+    path = tmp_path / 'epoch_1.pth'
+    out = cmd.python(['-c', ATOMIC_SAVE_SCRIPT, str(path)])
+    assert 'save failed' in out
+    assert torch.load(path)['weights'].shape == (10, )  # loads: not truncated, still the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']

@@ -44,21 +44,23 @@ class FpnRoITeacherDistill(FpnTeacherDistill):
                 f"FpnRoITeacherDistill needs a student recorder named '{rois_recorder}' of type "
                 "ModuleInputs on the student's RoI extractor, e.g. student_recorders=dict("
                 f"{rois_recorder}=dict(type='ModuleInputs', source='roi_head.bbox_roi_extractor'))")
-        from mmdet.models.roi_heads import StandardRoIHead
+        from mmdet.models.roi_heads import StandardRoIHead  # imported only when a detector is distilled
         if not isinstance(getattr(self.teacher, 'roi_head', None), StandardRoIHead):
             raise TypeError('FpnRoITeacherDistill needs a two-stage teacher whose roi_head is a '
                             f'StandardRoIHead; got {type(getattr(self.teacher, "roi_head", None)).__name__}')
         self.rois_recorder = rois_recorder
 
     def student_rois(self) -> torch.Tensor:
-        """The (n, 5) RoIs (batch index, x1, y1, x2, y2) the student's box head saw this step."""
+        """The (n, 5) RoIs (batch index, x1, y1, x2, y2) the student's box head saw this step.
+
+        ``StandardRoIHead.loss`` runs the box branch first, so the first record
+        holds the box RoIs even when a mask branch shares the extractor.
+        """
         recorder = self.distiller.student_recorders.get_recorder(self.rois_recorder)
-        if len(recorder.data_buffer) != 1:
-            raise RuntimeError(
-                f"the student's RoI extractor ran {len(recorder.data_buffer)} times in one training "
-                'step; FpnRoITeacherDistill supports RoI heads with a single box stage '
-                '(StandardRoIHead without a mask branch sharing the extractor)')
-        return recorder.get_record_data(data_idx=1).detach()
+        if not recorder.data_buffer:
+            raise RuntimeError(f"the student recorder '{self.rois_recorder}' recorded nothing: it must "
+                               "record the inputs of the student's roi_head.bbox_roi_extractor")
+        return recorder.get_record_data(record_idx=0, data_idx=1).detach()
 
     def loss(self,
              batch_inputs: torch.Tensor,
