@@ -134,7 +134,7 @@ def train_options(data_root, work_dir):
             for key, value in options.items()]
 
 
-@pytest.mark.parametrize('path', [CRD_CONFIG, CKD_CONFIG])
+@pytest.mark.parametrize('path', [CRD_CONFIG, CKD_CONFIG], ids=['crd_retinanet', 'ckd_faster_rcnn'])
 def test_config_composes_with_mmrazor_base_and_builds(path):
     from mmrazor.registry import MODELS
     cfg, base = load_config(path), get_config(BASES[path])
@@ -201,6 +201,8 @@ def test_ckd_teacher_logits_classify_the_students_sampled_rois():
     assert sorted(rois[:, 0].unique().tolist()) == [0.0, 1.0]  # proposals of both images
     assert s_logits.shape == t_logits.shape == (rois.shape[0], 81)
     assert not t_logits.requires_grad and s_logits.requires_grad
+    torch.testing.assert_close(losses['distill.loss_ckd'],
+                               distiller.distill_losses['loss_ckd'](s_logits, t_logits))
     # The teacher's FPN record is intact after its RoI pass (PKD still sees it).
     assert len(distiller.teacher_recorders.get_recorder('fpn').data_buffer) == 1
     with torch.no_grad():
@@ -228,7 +230,7 @@ def logged_scalars(work_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-@pytest.mark.parametrize('path', [CRD_CONFIG, CKD_CONFIG])
+@pytest.mark.parametrize('path', [CRD_CONFIG, CKD_CONFIG], ids=['crd_retinanet', 'ckd_faster_rcnn'])
 def test_config_trains_and_validates_through_train_script(path, tmp_path, cmd):
     data_root = str(tmp_path / 'coco')
     write_tiny_coco(data_root)

@@ -1,2 +1,1 @@
-from . import backbones, connectors, losses  # noqa: F401
-from . import algorithms  # noqa: F401
+from . import algorithms, backbones, connectors, losses  # noqa: F401
