@@ -167,18 +167,22 @@ class ContrastMemoryBank:
         return self.order[offset]
 
     # ---------------------------------------------------------- normalisation
-    def normalizers_for(self, probs_student: torch.Tensor, probs_teacher: torch.Tensor) -> torch.Tensor:
-        """(Z_s, Z_t): set once from the first batch (mean score x N, averaged over ranks), then kept."""
+    def log_normalizers(self, scores_student: torch.Tensor, scores_teacher: torch.Tensor) -> torch.Tensor:
+        """(log Z_s, log Z_t) for scores s = <row, anchor> / T, with P = exp(s) / Z.
+
+        Z is set once from the first batch (mean of exp(s) x N, averaged over
+        ranks: a collective on that batch) and then kept, as in the paper.
+        """
         if self.normalizers is None:
-            z = torch.stack([probs_student.detach().float().mean(),
-                             probs_teacher.detach().float().mean()]) * self.num_samples
+            z = torch.stack([scores_student.detach().float().exp().mean(),
+                             scores_teacher.detach().float().exp().mean()]) * self.num_samples
             dist.all_reduce(z, op='mean')
             if not torch.isfinite(z).all():
                 raise FloatingPointError(
                     f'CRD normalisation constants from the first batch are not finite ({z.tolist()}): '
                     'the embeddings or the temperature produce overflowing scores')
             self.normalizers = z
-        return self.normalizers
+        return self.normalizers.log()
 
     # ---------------------------------------------------------------- updates
     def stage(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):

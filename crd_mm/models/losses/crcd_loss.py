@@ -14,9 +14,9 @@ from .crd_loss import compute_dtype, dataset_indices, nce_loss
 RELATIONS = ('feature', 'gradient')
 
 
-def relation_probs(embeds: torch.Tensor, anchors: torch.Tensor, bank: torch.Tensor,
-                   contrast_idx: torch.Tensor, temperature: float) -> torch.Tensor:
-    """exp(<normalize(w - a), normalize(v_i - a)> / T) for every pair (i, a != i) and candidate w.
+def relation_scores(embeds: torch.Tensor, anchors: torch.Tensor, bank: torch.Tensor,
+                    contrast_idx: torch.Tensor, temperature: float) -> torch.Tensor:
+    """<normalize(w - a), normalize(v_i - a)> / T for every pair (i, a != i) and candidate w.
 
     ``embeds`` v: (B, D) with gradient; ``anchors`` a: (B, D) bank rows of the
     batch; candidates w: the bank rows ``contrast_idx`` (B, K + 1), column 0 the
@@ -45,7 +45,7 @@ def relation_probs(embeds: torch.Tensor, anchors: torch.Tensor, bank: torch.Tens
     cosine = torch.where(degenerate, torch.zeros_like(sq_w), (wv - wa - av + aa) / (norm_w * norm_v))
     off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
     cosine = cosine.permute(0, 2, 1)[off_diagonal]          # (B(B-1), K+1)
-    return torch.exp(cosine / temperature)
+    return cosine / temperature
 
 
 def feature_gradients(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
@@ -182,11 +182,11 @@ class CRCDLoss(nn.Module, MemoryBankClient):
         bank = self.require_memory_bank()
         contrast_idx = torch.cat([idx[:, None], negative], 1)
         with torch.autocast(device_type=s_embeds.device.type, enabled=False):
-            probs_s = relation_probs(s_embeds, bank.teacher.index_select(0, idx), bank.teacher,
-                                     contrast_idx, self.temperature)
-            probs_t = relation_probs(t_embeds, bank.student.index_select(0, idx), bank.student,
-                                     contrast_idx, self.temperature)
-            z_s, z_t = bank.normalizers_for(probs_s, probs_t)
-            loss = (nce_loss(probs_s / z_s, bank.num_samples, self.eps)
-                    + nce_loss(probs_t / z_t, bank.num_samples, self.eps))
+            scores_s = relation_scores(s_embeds, bank.teacher.index_select(0, idx), bank.teacher,
+                                       contrast_idx, self.temperature)
+            scores_t = relation_scores(t_embeds, bank.student.index_select(0, idx), bank.student,
+                                       contrast_idx, self.temperature)
+            log_z_s, log_z_t = bank.log_normalizers(scores_s, scores_t)
+            loss = (nce_loss(scores_s - log_z_s, bank.num_samples, self.eps)
+                    + nce_loss(scores_t - log_z_t, bank.num_samples, self.eps))
         return self.loss_weight * loss

@@ -1,4 +1,5 @@
 """CRD: Contrastive Representation Distillation (Tian, Krishnan, Isola; ICLR 2020)."""
+import math
 from typing import Sequence
 
 import mmrazor.models  # noqa: F401  (register mmrazor's CRDLoss first, so that ours replaces it)
@@ -36,9 +37,9 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def contrast_probs(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Tensor,
-                   negative: torch.Tensor, temperature: float) -> torch.Tensor:
-    """exp(<bank row, anchor> / T) for the positive (column 0) and the K negatives, (B, K + 1).
+def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Tensor,
+                    negative: torch.Tensor, temperature: float) -> torch.Tensor:
+    """<bank row, anchor> / T for the positive (column 0) and the K negatives, (B, K + 1).
 
     ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
     negatives need one (K, D) gather and a matrix product instead of a
@@ -61,15 +62,19 @@ def contrast_probs(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Ten
     else:
         pos = (bank.index_select(0, positive).to(dtype) * anchor).sum(1, keepdim=True)
         logits = torch.cat([pos, anchor @ bank.index_select(0, negative).to(dtype).t()], 1)
-    return torch.exp(logits / temperature)
+    return logits / temperature
 
 
-def nce_loss(probs: torch.Tensor, num_samples: int, eps: float) -> torch.Tensor:
-    """CRD's NCE objective (paper Eq. 18) on normalised scores, noise distribution Pn = 1/N."""
-    k_pn = (probs.shape[1] - 1) / num_samples
-    log_pos = torch.log(probs[:, 0] / (probs[:, 0] + k_pn + eps))
-    log_neg = torch.log(k_pn / (probs[:, 1:] + k_pn + eps))
-    return -(log_pos.sum() + log_neg.sum()) / probs.shape[0]
+def nce_loss(log_probs: torch.Tensor, num_samples: int, eps: float) -> torch.Tensor:
+    """CRD's NCE objective (paper Eq. 18) from log P = score - log Z, noise distribution Pn = 1/N.
+
+    With c = K Pn + eps: log D1 = log P_0 - log(P_0 + c) and log D0 = log(K Pn) - log(P_k + c),
+    so the loss -(sum log D1 + sum log D0) / B needs one exp and one log per score.
+    """
+    batch, num = log_probs.shape
+    k_pn = (num - 1) / num_samples
+    log_denominators = torch.log(log_probs.exp() + (k_pn + eps))
+    return (log_denominators.sum() - log_probs[:, 0].sum()) / batch - (num - 1) * math.log(k_pn)
 
 
 @MODELS.register_module(force=True)
@@ -155,9 +160,9 @@ class CRDLoss(nn.Module, MemoryBankClient):
         bank = self.require_memory_bank()
         device_type = s_feats.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            probs_s = contrast_probs(s_feats, bank.teacher, positive, negative, self.temperature)
-            probs_t = contrast_probs(t_feats, bank.student, positive, negative, self.temperature)
-            z_s, z_t = bank.normalizers_for(probs_s, probs_t)
-            loss = (nce_loss(probs_s / z_s, bank.num_samples, self.eps)
-                    + nce_loss(probs_t / z_t, bank.num_samples, self.eps))
+            scores_s = contrast_scores(s_feats, bank.teacher, positive, negative, self.temperature)
+            scores_t = contrast_scores(t_feats, bank.student, positive, negative, self.temperature)
+            log_z_s, log_z_t = bank.log_normalizers(scores_s, scores_t)
+            loss = (nce_loss(scores_s - log_z_s, bank.num_samples, self.eps)
+                    + nce_loss(scores_t - log_z_t, bank.num_samples, self.eps))
         return self.loss_weight * loss
