@@ -269,6 +269,10 @@ def test_recipe_trains_through_tools_train(path, tmp_path, cmd):
         env = {'PYTHONPATH': os.pathsep.join([REPO_ROOT, TESTS_DIR])}
     if 'teacher_ckpt' in cfg.model:
         options.append('model.teacher_ckpt=None')
+    stop = [i for i, hook in enumerate(cfg.get('custom_hooks', [])) if hook.type == 'StopDistillHook']
+    if stop:  # CRCD: distillation stops for the last epochs; here for the second of two
+        options += ['train_cfg.max_epochs=2', f'custom_hooks.{stop[0]}.stop_epoch=1',
+                    'log_processor.window_size=1']  # log each iteration's own losses
     out = cmd.python(['tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options', *options],
                      env=env, timeout=240)
     assert 'Epoch(train) [1][2/2]' in out
@@ -280,6 +284,12 @@ def test_recipe_trains_through_tools_train(path, tmp_path, cmd):
         assert key in last, (key, last)
         value = float(last.split(key, 1)[1].split()[0])
         assert math.isfinite(value), (key, last)
+    if stop:
+        assert 'Distillation has been stopped!' in out
+        for line in out.splitlines():  # the total is the student's CE alone once stopped
+            if 'Epoch(train) [' in line:
+                total, ce = (float(line.split(key, 1)[1].split()[0]) for key in (' loss:', 'student.loss:'))
+                assert (total == ce) == ('Epoch(train) [2]' in line), line
 
 
 # ---------------------------------------------------------------- missing data
@@ -291,7 +301,7 @@ def test_missing_imagenet_stops_tools_train_with_the_layout(tmp_path, cmd):
     assert 'FileNotFoundError: ImageNet (train_dataloader) not found: ' + str(missing) in out
     assert 'meta' in out and 'train.txt' in out and 'n01440764' in out  # the layout tree
     assert 'Fix: ' in out and 'train_dataloader.dataset.data_root=' in out
-    assert 'Environment info' not in out  # raised before the Runner was built
+    assert 'System environment' not in out  # raised before the Runner was built (it logs this first)
     assert not osp.exists(tmp_path / 'work')
 
 

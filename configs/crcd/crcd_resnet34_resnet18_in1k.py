@@ -36,17 +36,17 @@ model = dict(
                 student_channels=512,
                 teacher_channels=512)),
         connectors=dict(
-            crcd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crcd_t=dict(type='CRDConnector', dim_in=512, dim_out=128)),
+            crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128)),
         loss_forward_mappings=dict(
             loss_kd=dict(
                 preds_S=dict(from_student=True, recorder='logits'),
                 preds_T=dict(from_student=False, recorder='logits')),
             loss_crcd=dict(
                 s_feats=dict(
-                    from_student=True, recorder='feat', connector='crcd_s'),
+                    from_student=True, recorder='feat', connector='crd_s'),
                 t_feats=dict(
-                    from_student=False, recorder='feat', connector='crcd_t'),
+                    from_student=False, recorder='feat', connector='crd_t'),
                 data_samples=dict(
                     from_student=True, recorder='data_samples', data_idx=1)),
             loss_crcd_grad=dict(

@@ -12,14 +12,14 @@ model = dict(
         teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
         distill_losses=dict(loss_dcd=dict(type='DCDLoss', loss_weight=1.0)),
         connectors=dict(
-            dcd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            dcd_t=dict(type='CRDConnector', dim_in=512, dim_out=128)),
+            crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128)),
         loss_forward_mappings=dict(
             loss_dcd=dict(
                 s_embeds=dict(
-                    from_student=True, recorder='feat', connector='dcd_s'),
+                    from_student=True, recorder='feat', connector='crd_s'),
                 t_embeds=dict(
                     from_student=False, recorder='feat',
-                    connector='dcd_t')))))
+                    connector='crd_t')))))
 
 custom_hooks = []

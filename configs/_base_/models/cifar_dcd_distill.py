@@ -30,12 +30,12 @@ model = dict(
                 init_bias=0.0,
                 consistency_weight=0.5)),
         connectors=dict(
-            dcd_s=dict(type='CRDConnector', dim_in=None, dim_out=128),
-            dcd_t=dict(type='CRDConnector', dim_in=None, dim_out=128)),
+            crd_s=dict(type='CRDConnector', dim_in=None, dim_out=128),
+            crd_t=dict(type='CRDConnector', dim_in=None, dim_out=128)),
         loss_forward_mappings=dict(
             loss_dcd=dict(
                 s_embeds=dict(
-                    from_student=True, recorder='feat', connector='dcd_s'),
+                    from_student=True, recorder='feat', connector='crd_s'),
                 t_embeds=dict(
                     from_student=False, recorder='feat',
-                    connector='dcd_t')))))
+                    connector='crd_t')))))

@@ -18,7 +18,7 @@ model = dict(
     teacher_ckpt='work_dirs/resnet32x4_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(
-            crcd_s=dict(dim_in=256), crcd_t=dict(dim_in=256)),
+            crd_s=dict(dim_in=256), crd_t=dict(dim_in=256)),
         distill_losses=dict(
             loss_crcd_grad=dict(
                 student_channels=256, teacher_channels=256))))

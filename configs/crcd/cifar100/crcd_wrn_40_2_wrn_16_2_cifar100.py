@@ -18,7 +18,7 @@ model = dict(
     teacher_ckpt='work_dirs/wrn_40_2_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(
-            crcd_s=dict(dim_in=128), crcd_t=dict(dim_in=128)),
+            crd_s=dict(dim_in=128), crd_t=dict(dim_in=128)),
         distill_losses=dict(
             loss_crcd_grad=dict(
                 student_channels=128, teacher_channels=128))))

@@ -18,4 +18,4 @@ model = dict(
     teacher_ckpt='work_dirs/resnet32x4_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(
-            dcd_s=dict(dim_in=256), dcd_t=dict(dim_in=256))))
+            crd_s=dict(dim_in=256), crd_t=dict(dim_in=256))))
