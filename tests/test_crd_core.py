@@ -208,3 +208,18 @@ def test_half_precision_storage_scores_in_float32():
     assert bank.student.dtype == torch.float16
     torch.testing.assert_close(bank.student[0].float().norm(), torch.tensor(1.0), atol=1e-3, rtol=0)
 
+
+
+@pytest.mark.parametrize('num, shared', [(2000, False), (4, False), (2000, True)],
+                         ids=['gathered-rows', 'dense-scores', 'shared'])
+def test_gradcheck_in_float64(num, shared):
+    """Every scoring path, including the chunked gather's own backward, in float64."""
+    loss = CRDLoss(num_negatives=5, feat_dim=6, negative_sampling='uniform', share_negatives=shared)
+    loss.attach_memory_bank(ContrastMemoryBank(num, 6, momentum=0.5, dtype=torch.float64, seed=4))
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.tensor([0, 1, 2])
+    neg = torch.randint(0, num, (5, ) if shared else (3, 5), generator=gen)
+    s = F.normalize(torch.randn(3, 6, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
+    t = F.normalize(torch.randn(3, 6, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
+    loss.contrast_loss(s, t, idx, neg)  # sets the normalisation constants
+    assert torch.autograd.gradcheck(lambda a, b: loss.contrast_loss(a, b, idx, neg), (s, t))

@@ -73,10 +73,10 @@ def is_distillation(config: str) -> bool:
     return 'teacher_ckpt' in cfg.model
 
 
-def last_validation(work_dir: str, log_dir: str) -> dict:
-    """The metrics of the last validation in a run's json log."""
-    timestamp = osp.basename(log_dir)
-    log_file = osp.join(work_dir, timestamp, 'vis_data', f'{timestamp}.json')
+def last_validation(run_dir: str) -> dict:
+    """The metrics of the last validation in the json log of a run's ``<timestamp>`` dir."""
+    timestamp = osp.basename(run_dir)
+    log_file = osp.join(run_dir, 'vis_data', f'{timestamp}.json')
     last = None
     with open(log_file) as f:
         for line in f:
@@ -108,7 +108,7 @@ def run_row(row: Row, work_dir: str, options: List[str]) -> dict:
                       if osp.isdir(osp.join(work_dir, d)))
     if not new_runs:
         sys.exit(f'[demo] {row.label}: no new run directory in {work_dir}')
-    return last_validation(work_dir, new_runs[-1])
+    return last_validation(osp.join(work_dir, new_runs[-1]))
 
 
 def last_checkpoint(work_dir: str) -> str:
@@ -118,19 +118,23 @@ def last_checkpoint(work_dir: str) -> str:
 
 
 def format_table(results: List[tuple], title: str) -> str:
-    """A markdown table: label, config, top-1 (%), teacher top-1 as loaded, time."""
+    """A markdown table: label, config, top-1 (%), the teacher's top-1 in the run, time."""
     header = ('method', 'config', 'top-1 (%)', 'teacher in run (%)', 'time (s)')
-    lines = [header, tuple('-' * len(h) for h in header)]
+    lines = [header]
     for row, metrics, seconds in results:
         teacher = metrics.get(f'teacher.{METRIC}')
         lines.append((row.label, row.config, f'{metrics[METRIC]:.2f}',
                       '' if teacher is None else f'{teacher:.2f}', f'{seconds:.0f}'))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [title]
-    for line in lines:
-        cells = [c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))]
-        text.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(text)
+    numeric = [False, False, True, True, True]
+
+    def render(cells):
+        return '| ' + ' | '.join(c.rjust(w) if num else c.ljust(w)
+                                 for c, w, num in zip(cells, widths, numeric)) + ' |'
+
+    rule = '|' + '|'.join('-' * (w + 1) + (':' if num else '-')
+                          for w, num in zip(widths, numeric)) + '|'
+    return '\n'.join([title, render(lines[0]), rule, *map(render, lines[1:])])
 
 
 def main():

@@ -37,6 +37,43 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
+class GatheredRowScores(torch.autograd.Function):
+    """<bank[contrast[i, k]], anchor[i]> without keeping the (B, K + 1, D) gathered rows.
+
+    The rows are gathered a few samples at a time, used while they are still in
+    cache, and gathered again in backward: one pass over the random rows in each
+    direction instead of materialising (and saving for backward) 2 GB per bank
+    at ImageNet scale (B=256, K=16384, D=128).
+    """
+
+    CHUNK_BYTES = 1 << 23  # rows gathered at once: about the size of a CPU's L3 share
+
+    @staticmethod
+    def _chunks(contrast: torch.Tensor, bank: torch.Tensor):
+        per_sample = contrast.shape[1] * bank.shape[1] * bank.element_size()
+        step = max(1, GatheredRowScores.CHUNK_BYTES // per_sample)
+        for start in range(0, contrast.shape[0], step):
+            end = min(start + step, contrast.shape[0])
+            rows = bank.index_select(0, contrast[start:end].reshape(-1)).view(end - start, contrast.shape[1], -1)
+            yield start, end, rows
+
+    @staticmethod
+    def forward(ctx, anchor, bank, contrast):
+        ctx.save_for_backward(bank, contrast)
+        scores = anchor.new_empty(contrast.shape)
+        for start, end, rows in GatheredRowScores._chunks(contrast, bank):
+            scores[start:end] = torch.bmm(rows.to(anchor.dtype), anchor[start:end, :, None]).squeeze(2)
+        return scores
+
+    @staticmethod
+    def backward(ctx, grad_scores):
+        bank, contrast = ctx.saved_tensors
+        grad_anchor = grad_scores.new_empty(contrast.shape[0], bank.shape[1])
+        for start, end, rows in GatheredRowScores._chunks(contrast, bank):
+            grad_anchor[start:end] = torch.bmm(grad_scores[start:end, None, :], rows.to(grad_scores.dtype)).squeeze(1)
+        return grad_anchor, None, None
+
+
 def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Tensor,
                     negative: torch.Tensor, temperature: float) -> torch.Tensor:
     """<bank row, anchor> / T for the positive (column 0) and the K negatives, (B, K + 1).
@@ -44,8 +81,9 @@ def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Te
     ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
     negatives need one (K, D) gather and a matrix product instead of a
     (B, K + 1, D) gather, which is what makes them cheap at ImageNet scale.
-    Per-sample negatives gather (B, K + 1, D) rows, or, when the bank is much
-    smaller than that (N * 8 <= (K + 1) D, e.g. CIFAR), score all N rows at once.
+    Per-sample negatives gather the rows chunk by chunk (``GatheredRowScores``), or,
+    when the bank is much smaller than that (N * 8 <= (K + 1) D, e.g. CIFAR), score
+    all N rows at once.
     Bank rows carry no gradient; scores are computed in float32 (float64 for float64 anchors).
     """
     dtype = compute_dtype(anchor)
@@ -57,8 +95,7 @@ def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Te
             # is far cheaper than gathering B (K + 1) rows of D (measured in docs/benchmarks.md)
             logits = (anchor @ bank.t()).gather(1, contrast)
         else:
-            rows = bank.index_select(0, contrast.view(-1)).view(anchor.shape[0], -1, anchor.shape[1])
-            logits = torch.bmm(rows.to(dtype), anchor.unsqueeze(2)).squeeze(2)
+            logits = GatheredRowScores.apply(anchor, bank, contrast)
     else:
         pos = (bank.index_select(0, positive).to(dtype) * anchor).sum(1, keepdim=True)
         logits = torch.cat([pos, anchor @ bank.index_select(0, negative).to(dtype).t()], 1)
