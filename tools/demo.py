@@ -42,6 +42,7 @@ ROWS = [
     Row('student + KD', 'configs/demo/kd.py'),
     Row('student + CRD + KD', 'configs/demo/crd_kd.py'),
     Row('student + DCD + KD', 'configs/demo/dcd_kd.py'),
+    Row('student + CRCD + KD', 'configs/demo/crcd_kd.py'),
     Row('student + CKD', 'configs/demo/ckd.py'),
 ]
 
