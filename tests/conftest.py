@@ -68,6 +68,9 @@ class CommandRunner:
             p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
         env['PATH'] = os.pathsep.join(
             (osp.dirname(sys.executable), env.get('PATH', '')))
+        # one intra-op thread per process: these tiny models gain nothing from
+        # more, and several processes share the machine's cores
+        env.setdefault('OMP_NUM_THREADS', '1')
         env.update(extra or {})
         return env
 

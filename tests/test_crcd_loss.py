@@ -1,4 +1,5 @@
 """CRCD: relation scores, gradients, the gradient element, training and cross-rank banks."""
+import json
 import os.path as osp
 
 import pytest
@@ -118,3 +119,14 @@ def test_crcd_banks_are_identical_on_both_ranks(make_imagefolder, tmp_path, cmd,
         for name, (student, teacher) in rec0['after'].items():
             assert torch.equal(student, rec1['after'][name][0]) and torch.equal(teacher, rec1['after'][name][1])
             assert (student != rec0['before'][name][0]).any(1).nonzero().flatten().tolist() == union
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('batch, num_negatives', [(384, 500), (128, 4096), (64, 16384)])
+def test_documented_crcd_sizes_fit_in_8_gb(cmd, batch, num_negatives):
+    """One CRCD step (both branches, forward + backward) at the sizes docs/benchmarks.md lists as fitting."""
+    case = json.dumps([f'CRCD K={num_negatives}', dict(type='CRCDLoss', num_negatives=num_negatives,
+                                                       negative_sampling='uniform'), batch])
+    out = cmd.python(['tools/benchmark/loss_benchmark.py', '--case', case, '--steps', '1'], timeout=600)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert 0 < result['peak_bytes'] < 8e9
