@@ -7,7 +7,6 @@ machines without CUDA a distributed launch runs on the gloo backend.
 import argparse
 import os
 import os.path as osp
-from copy import deepcopy
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS

@@ -52,6 +52,23 @@ class PeakRSS:
         self._thread.join()
 
 
+def time_steps(step, steps, device):
+    """Run ``step(0)`` as a warm-up, then time ``steps`` steps: (seconds per step, peak bytes above before)."""
+    import torch
+    step(0)
+    baseline = PeakRSS.current()
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        for i in range(steps):
+            step(i + 1)
+        step_s = (time.perf_counter() - start) / steps
+    peak = (torch.cuda.max_memory_allocated() - base_cuda) if device == 'cuda' else rss.peak - baseline
+    return step_s, peak
+
+
 def run_case(case, scale, steps, device):
     """Build the bank and run ``steps`` timed steps (after one warm-up) of one case."""
     import torch
@@ -96,17 +113,7 @@ def run_case(case, scale, steps, device):
         if device == 'cuda':
             torch.cuda.synchronize()
 
-    step(0)
-    baseline = PeakRSS.current()
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    with PeakRSS() as rss:
-        start = time.perf_counter()
-        for i in range(steps):
-            step(i + 1)
-        step_s = (time.perf_counter() - start) / steps
-    peak = (torch.cuda.max_memory_allocated() - base_cuda) if device == 'cuda' else rss.peak - baseline
+    step_s, peak = time_steps(step, steps, device)
     return dict(case=case, scale=scale, build_s=build_s, step_s=step_s, peak_bytes=peak,
                 sync_bytes_per_step=sent, broadcast_bytes=2 * n * FEAT_DIM * 4)
 

@@ -17,10 +17,9 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crd_bank_benchmark import PeakRSS  # noqa: E402
+from crd_bank_benchmark import time_steps  # noqa: E402
 
 NUM_SAMPLES, FEAT_DIM, NUM_CLASSES, CHANNELS = 50_000, 128, 100, 256
 LOSSES = {
@@ -78,17 +77,7 @@ def run_case(name, cfg, batch, steps, device):
         if device == 'cuda':
             torch.cuda.synchronize()
 
-    step(0)
-    baseline = PeakRSS.current()
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    with PeakRSS() as rss:
-        start = time.perf_counter()
-        for i in range(steps):
-            step(i + 1)
-        step_s = (time.perf_counter() - start) / steps
-    peak = (torch.cuda.max_memory_allocated() - base_cuda) if device == 'cuda' else rss.peak - baseline
+    step_s, peak = time_steps(step, steps, device)
     return dict(name=name, batch=batch, num_negatives=cfg.get('num_negatives'), step_s=step_s, peak_bytes=peak)
 
 
