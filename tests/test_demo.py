@@ -5,6 +5,7 @@ import os.path as osp
 import re
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
@@ -82,3 +83,17 @@ def test_demo_smoke_runs_every_row_end_to_end(cmd, tmp_path):
     assert len(distill_rows) >= 4
     assert all(r[3] == teacher_acc for r in distill_rows)
     assert osp.isfile(tmp_path / 'teacher' / 'epoch_1.pth')
+
+
+def test_dist_train_trains_the_demo_crd_config_on_two_processes(cmd, tmp_path, free_port):
+    """The main job's CRD+KD config, 2 gloo processes through tools/dist_train.sh, 2 iterations each."""
+    out = cmd.run(['bash', 'tools/dist_train.sh', 'configs/demo/crd_kd.py', '2', '--work-dir', tmp_path,
+                   '--cfg-options', 'model.teacher_ckpt=None', 'train_cfg.max_epochs=1',
+                   'train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=2',
+                   'val_dataloader.dataset.indices=8', 'default_hooks.checkpoint.interval=1'],
+                  env={'PORT': str(free_port)}, timeout=240)
+    assert 'world_size: 2' in out or 'Distributed training: True' in out
+    checkpoint = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu')
+    assert checkpoint['meta']['iter'] == 2
+    bank = checkpoint['crd_memory_banks']['distiller.distill_losses.loss_crd']
+    assert bank['num_samples'] == 8 and bank['written'].all()
