@@ -10,7 +10,7 @@ from crd_mm.datasets import SklearnDigits
 
 
 def build(**kwargs):
-    return DATASETS.build(dict(type='SklearnDigits', **kwargs))
+    return DATASETS.build(dict(type='SklearnDigits', _scope_='mmpretrain', **kwargs))
 
 
 def test_splits_are_stratified_disjoint_and_cover_the_set():

@@ -17,7 +17,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from crd_mm.utils import setup_cpu_distributed
+from crd_mm.utils import setup_cpu_distributed, teardown_distributed
 from crd_mm.utils.data_check import check_data
 
 
@@ -167,6 +167,7 @@ def main():
     metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from crd_mm.utils import setup_cpu_distributed
+from crd_mm.utils import setup_cpu_distributed, teardown_distributed
 from crd_mm.utils.data_check import check_data
 
 
@@ -141,6 +141,7 @@ def main():
     else:
         runner = Runner.from_cfg(cfg)
     runner.train()
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -93,3 +93,15 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
             world_size=int(os.environ['WORLD_SIZE']),
             **kwargs)
     return True
+
+
+def teardown_distributed() -> None:
+    """Wait for every rank, then destroy the process group.
+
+    mmengine never destroys it; a gloo group left to interpreter shutdown can
+    abort a rank ('terminate called without an active exception') after a
+    run that otherwise succeeded.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
