@@ -223,3 +223,16 @@ def test_gradcheck_in_float64(num, shared):
     t = F.normalize(torch.randn(3, 6, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
     loss.contrast_loss(s, t, idx, neg)  # sets the normalisation constants
     assert torch.autograd.gradcheck(lambda a, b: loss.contrast_loss(a, b, idx, neg), (s, t))
+
+
+def test_labels_that_disagree_with_the_training_set_are_refused():
+    loss = CRDLoss(num_negatives=4, feat_dim=4)
+    bank, labels = labelled_bank()
+    loss.attach_memory_bank(bank)
+    bank.reseed(0)
+    good = samples([3, 4], gt_label=torch.stack([labels[3:4], labels[4:5]]))
+    assert torch.isfinite(loss(embeddings(2, 4, 0), embeddings(2, 4, 1), good))
+    wrong = samples([3, 4], gt_label=torch.stack([labels[3:4], (labels[4:5] + 1) % 3]))
+    with pytest.raises(ValueError, match='sample 4 has label'):
+        loss(embeddings(2, 4, 0), embeddings(2, 4, 1), wrong)
+    assert len(bank._staged) == 1

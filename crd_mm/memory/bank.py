@@ -127,6 +127,18 @@ class ContrastMemoryBank:
                 'bank is sized from the training dataset by CRDMemoryBankHook; the indices must '
                 "be that dataset's own indices (mmengine's BaseDataset sets them).")
 
+    def check_labels(self, idx: torch.Tensor, labels: torch.Tensor):
+        """Raise if the batch's labels disagree with the training set's labels the bank was built from."""
+        expected = self.labels[idx]
+        mismatch = expected != labels.to(expected.device)
+        if bool(mismatch.any()):
+            i = int(mismatch.nonzero()[0])
+            raise ValueError(
+                f'sample {int(idx[i])} has label {int(labels[i])} in its data sample but '
+                f'{int(expected[i])} in the training set the memory bank was built from: the '
+                'sample indices do not point into the training dataset (a dataset wrapper or a '
+                'different dataset?); CRD needs the dataset\'s own indices')
+
     def _require_labels(self, what):
         if self.labels is None:
             raise ValueError(f'{what} needs class labels, but the training dataset provides none '

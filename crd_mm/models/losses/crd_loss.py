@@ -1,6 +1,6 @@
 """CRD: Contrastive Representation Distillation (Tian, Krishnan, Isola; ICLR 2020)."""
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import mmrazor.models  # noqa: F401  (register mmrazor's CRDLoss first, so that ours replaces it)
 import torch
@@ -30,6 +30,14 @@ def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
 # Score all N bank rows instead of gathering B (K + 1) rows when N * ratio <= (K + 1) * D:
 # a matrix-product element costs far less than a gathered one (CIFAR: 4.7x faster).
 DENSE_SCORING_RATIO = 8
+
+
+def sample_labels(data_samples: Sequence) -> Optional[torch.Tensor]:
+    """Each data sample's single class label, or None when the samples carry none."""
+    labels = [sample.gt_label for sample in data_samples if 'gt_label' in sample]
+    if len(labels) != len(data_samples) or any(torch.as_tensor(label).numel() != 1 for label in labels):
+        return None
+    return torch.stack([torch.as_tensor(label).reshape(()) for label in labels]).long()
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -118,6 +126,8 @@ def nce_loss(log_probs: torch.Tensor, num_samples: int, eps: float) -> torch.Ten
 class CRDLoss(nn.Module, MemoryBankClient):
     """CRD loss on the embeddings of two ``CRDConnector`` heads.
 
+    Class-aware sampling uses the training set's labels (indexed when the hook
+    builds the bank); the data samples' ``gt_label``, when present, must agree.
     Teacher anchors are scored against the student bank and student anchors
     against the teacher bank; the two NCE losses are summed and multiplied by
     ``loss_weight``. The banks, normalisation constants and sampler live in a
@@ -185,6 +195,10 @@ class CRDLoss(nn.Module, MemoryBankClient):
                              f'(batch, feat_dim), got {tuple(s_feats.shape)} and {tuple(t_feats.shape)}; '
                              'set feat_dim to the connectors\' dim_out')
         bank.check_indices(idx)
+        if bank.labels is not None:
+            labels = sample_labels(data_samples)
+            if labels is not None:
+                bank.check_labels(idx, labels)
         positive = bank.positives(idx, self.positive)
         negative = bank.negatives(idx, self.num_negatives, self.negative_sampling, self.share_negatives)
         loss = self.contrast_loss(s_feats, t_feats, positive, negative)
