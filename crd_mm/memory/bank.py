@@ -69,7 +69,6 @@ class ContrastMemoryBank:
         self.normalizers: Optional[torch.Tensor] = None  # (Z_student, Z_teacher)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=self.device)
         self.sampler = torch.Generator(device=self.device)
-        self.last_update_norms = (float('nan'), float('nan'))
         self._staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.labels = None
         if labels is not None:
@@ -239,7 +238,6 @@ class ContrastMemoryBank:
                 bank.index_copy_(0, idx, mixed.div(norm).to(bank.dtype))
                 norms.append(float(norm.mean()))
         self.written[idx] = True
-        self.last_update_norms = tuple(norms)
         return dict(update_norm_s=norms[0], update_norm_t=norms[1],
                     coverage=float(self.written.float().mean()))
 
