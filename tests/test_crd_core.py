@@ -140,6 +140,14 @@ def test_duplicate_indices_update_once_from_the_first_occurrence():
     torch.testing.assert_close(bank.student[3], expected)
 
 
+def test_an_update_that_cancels_the_row_keeps_the_bank_finite():
+    bank = ContrastMemoryBank(10, 4, momentum=0.5)
+    opposite = -bank.student[1:2].clone()
+    bank.stage(torch.tensor([1]), opposite, embeddings(1, 4, 0))
+    bank.apply_staged()
+    assert torch.isfinite(bank.student).all()
+
+
 def test_non_finite_embeddings_are_skipped_and_the_bank_stays_finite():
     bank = ContrastMemoryBank(10, 4, momentum=0.5)
     before = bank.student.clone()

@@ -232,10 +232,11 @@ class ContrastMemoryBank:
         with torch.no_grad():
             for bank, new in ((self.student, rows[:, :self.feat_dim]),
                               (self.teacher, rows[:, self.feat_dim:])):
-                mixed = bank.index_select(0, idx).float()
+                mixed = bank.index_select(0, idx).to(torch.promote_types(bank.dtype, torch.float32))
                 mixed.mul_(self.momentum).add_(new * (1 - self.momentum))
                 norm = mixed.pow(2).sum(1, keepdim=True).pow(0.5)
-                bank.index_copy_(0, idx, mixed.div(norm).to(bank.dtype))
+                # a mix that cancels to zero stays zero instead of becoming NaN
+                bank.index_copy_(0, idx, mixed.div(norm.clamp_min(1e-12)).to(bank.dtype))
                 norms.append(float(norm.mean()))
         self.written[idx] = True
         return dict(update_norm_s=norms[0], update_norm_t=norms[1],
