@@ -10,6 +10,7 @@ _base_ = [
     'mmpretrain::_base_/models/resnet18.py',
     '../_base_/datasets/imagenet_bs32_crd.py',
     '../_base_/schedules/imagenet_bs256_100e.py',
+    '../_base_/distillers/crd.py',
 ]
 
 default_scope = 'mmrazor'
@@ -26,31 +27,8 @@ model = dict(
     teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
     'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
     distiller=dict(
-        type='ConfigurableDistiller',
-        student_recorders=dict(
-            feat=dict(type='ModuleOutputs', source='neck'),
-            data_samples=dict(type='ModuleInputs', source='')),
-        teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
-        distill_losses=dict(
-            loss_crd=dict(
-                type='CRDLoss',
-                loss_weight=0.8,
-                temperature=0.07,
-                num_negatives=16384,
-                momentum=0.5,
-                feat_dim=128,
-                negative_sampling='class_exact',
-                positive='exact')),
+        _base_.crd_distiller,
         connectors=dict(
             crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128)),
-        loss_forward_mappings=dict(
-            loss_crd=dict(
-                s_feats=dict(
-                    from_student=True, recorder='feat', connector='crd_s'),
-                t_feats=dict(
-                    from_student=False, recorder='feat', connector='crd_t'),
-                data_samples=dict(
-                    from_student=True, recorder='data_samples', data_idx=1)))))
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128))))
 
-custom_hooks = [dict(type='CRDMemoryBankHook')]

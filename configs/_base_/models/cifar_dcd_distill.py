@@ -7,7 +7,7 @@
 # T=4. Configs using this base set, for student and teacher, `backbone`,
 # `head.in_channels`, the connectors' `dim_in` (the same widths) and
 # `teacher_ckpt`.
-_base_ = ['./cifar_classifier.py']
+_base_ = ['./cifar_classifier.py', '../distillers/dcd.py']
 
 default_scope = 'mmrazor'
 
@@ -18,24 +18,4 @@ model = dict(
     architecture=_base_.model,
     teacher=_base_.model,
     teacher_ckpt=None,
-    distiller=dict(
-        type='ConfigurableDistiller',
-        student_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
-        teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
-        distill_losses=dict(
-            loss_dcd=dict(
-                type='DCDLoss',
-                loss_weight=1.0,
-                init_temperature=1.0,
-                init_bias=0.0,
-                consistency_weight=0.5)),
-        connectors=dict(
-            crd_s=dict(type='CRDConnector', dim_in=None, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=None, dim_out=128)),
-        loss_forward_mappings=dict(
-            loss_dcd=dict(
-                s_embeds=dict(
-                    from_student=True, recorder='feat', connector='crd_s'),
-                t_embeds=dict(
-                    from_student=False, recorder='feat',
-                    connector='crd_t')))))
+    distiller=_base_.dcd_distiller)
