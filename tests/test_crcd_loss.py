@@ -130,3 +130,13 @@ def test_documented_crcd_sizes_fit_in_8_gb(cmd, batch, num_negatives):
     out = cmd.python(['tools/benchmark/loss_benchmark.py', '--case', case, '--steps', '1'], timeout=600)
     result = json.loads(out.strip().splitlines()[-1])
     assert 0 < result['peak_bytes'] < 8e9
+
+
+def test_crcd_refuses_labels_that_disagree_with_the_training_set():
+    loss = CRCDLoss(num_negatives=4, feat_dim=6)
+    loss.attach_memory_bank(ContrastMemoryBank(30, 6, momentum=0.5, labels=torch.arange(30) % 3))
+    loss.memory_bank.reseed(0)
+    wrong = [BaseDataElement(sample_idx=torch.tensor(i), gt_label=torch.tensor([(i + 1) % 3])) for i in (3, 4)]
+    with pytest.raises(ValueError, match='sample 3 has label 1 in its data sample but 0'):
+        loss(F.normalize(torch.randn(2, 6), dim=1), F.normalize(torch.randn(2, 6), dim=1), wrong)
+    assert loss.memory_bank._staged == []

@@ -8,8 +8,7 @@ from mmrazor.registry import MODELS
 from torch import nn
 
 from ...memory import MemoryBankClient
-from ...memory.bank import NEGATIVE_SAMPLING_MODES
-from .crd_loss import compute_dtype, dataset_indices, nce_loss
+from .crd_loss import check_bank_loss_settings, checked_batch_indices, compute_dtype, nce_loss
 
 RELATIONS = ('feature', 'gradient')
 
@@ -117,11 +116,7 @@ class CRCDLoss(nn.Module, MemoryBankClient):
         super().__init__()
         if relation not in RELATIONS:
             raise ValueError(f'relation must be one of {RELATIONS}, got {relation!r}')
-        if negative_sampling not in NEGATIVE_SAMPLING_MODES:
-            raise ValueError(f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, '
-                             f'got {negative_sampling!r}')
-        if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
-            raise ValueError('CRCDLoss needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
+        check_bank_loss_settings('CRCDLoss', negative_sampling, num_negatives, temperature, momentum)
         self.loss_weight = loss_weight
         self.relation = relation
         self.temperature = temperature
@@ -144,15 +139,10 @@ class CRCDLoss(nn.Module, MemoryBankClient):
     def forward(self, s_feats, t_feats, data_samples: Sequence, s_logits: Optional[torch.Tensor] = None,
                 t_logits: Optional[torch.Tensor] = None, t_fc_weight: Optional[torch.Tensor] = None):
         bank = self.require_memory_bank()
-        idx = dataset_indices(data_samples, bank.device)
         if self.relation == 'gradient':
             s_feats, t_feats = self.gradient_embeddings(s_feats, t_feats, data_samples, s_logits, t_logits,
                                                         t_fc_weight)
-        expected = (idx.numel(), self.feat_dim)
-        if tuple(s_feats.shape) != expected or tuple(t_feats.shape) != expected:
-            raise ValueError(f'CRCDLoss expects student and teacher embeddings of shape {expected} '
-                             f'(batch, feat_dim), got {tuple(s_feats.shape)} and {tuple(t_feats.shape)}')
-        bank.check_indices(idx)
+        idx = checked_batch_indices('CRCDLoss', bank, data_samples, s_feats, t_feats, self.feat_dim)
         if idx.numel() < 2:  # e.g. the last batch of an epoch: no pair to relate
             if bank.normalizers is None:
                 raise ValueError('CRCD contrasts relations between the samples of a batch: the first '

@@ -40,6 +40,36 @@ def sample_labels(data_samples: Sequence) -> Optional[torch.Tensor]:
     return torch.stack([torch.as_tensor(label).reshape(()) for label in labels]).long()
 
 
+def check_bank_loss_settings(name: str, negative_sampling: str, num_negatives: int, temperature: float,
+                             momentum: float):
+    """Refuse settings no bank-based loss (CRD, CRCD) can run with."""
+    if negative_sampling not in NEGATIVE_SAMPLING_MODES:
+        raise ValueError(f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, got {negative_sampling!r}')
+    if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
+        raise ValueError(f'{name} needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
+
+
+def checked_batch_indices(name: str, bank, data_samples: Sequence, s_embeds: torch.Tensor,
+                          t_embeds: torch.Tensor, feat_dim: int) -> torch.Tensor:
+    """The batch's dataset indices, after every check that must pass before the bank is read or staged.
+
+    Embedding shapes, indices inside the bank and, where both exist, the data
+    samples' labels against the training set's the bank was built from.
+    """
+    idx = dataset_indices(data_samples, bank.device)
+    expected = (idx.numel(), feat_dim)
+    if tuple(s_embeds.shape) != expected or tuple(t_embeds.shape) != expected:
+        raise ValueError(f'{name} expects student and teacher embeddings of shape {expected} '
+                         f'(batch, feat_dim), got {tuple(s_embeds.shape)} and {tuple(t_embeds.shape)}; '
+                         "set feat_dim to the connectors' dim_out")
+    bank.check_indices(idx)
+    if bank.labels is not None:
+        labels = sample_labels(data_samples)
+        if labels is not None:
+            bank.check_labels(idx, labels)
+    return idx
+
+
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     """Scores are computed in float32 at least (exp(x / 0.07) overflows half precision)."""
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
@@ -162,16 +192,12 @@ class CRDLoss(nn.Module, MemoryBankClient):
                  share_negatives: bool = False,
                  eps: float = 1e-7):
         super().__init__()
-        if negative_sampling not in NEGATIVE_SAMPLING_MODES:
-            raise ValueError(f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, '
-                             f'got {negative_sampling!r}')
+        check_bank_loss_settings('CRDLoss', negative_sampling, num_negatives, temperature, momentum)
         if positive not in POSITIVE_MODES:
             raise ValueError(f'positive must be one of {POSITIVE_MODES}, got {positive!r}')
         if share_negatives and negative_sampling != 'uniform':
             raise ValueError("share_negatives=True draws one set of negatives for the whole batch, "
                              "which cannot exclude every sample's class: set negative_sampling='uniform'")
-        if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
-            raise ValueError('CRDLoss needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
         self.loss_weight = loss_weight
         self.temperature = temperature
         self.num_negatives = num_negatives
@@ -188,17 +214,7 @@ class CRDLoss(nn.Module, MemoryBankClient):
 
     def forward(self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence) -> torch.Tensor:
         bank = self.require_memory_bank()
-        idx = dataset_indices(data_samples, bank.device)
-        expected = (idx.numel(), self.feat_dim)
-        if tuple(s_feats.shape) != expected or tuple(t_feats.shape) != expected:
-            raise ValueError(f'CRDLoss expects student and teacher embeddings of shape {expected} '
-                             f'(batch, feat_dim), got {tuple(s_feats.shape)} and {tuple(t_feats.shape)}; '
-                             'set feat_dim to the connectors\' dim_out')
-        bank.check_indices(idx)
-        if bank.labels is not None:
-            labels = sample_labels(data_samples)
-            if labels is not None:
-                bank.check_labels(idx, labels)
+        idx = checked_batch_indices(type(self).__name__, bank, data_samples, s_feats, t_feats, self.feat_dim)
         positive = bank.positives(idx, self.positive)
         negative = bank.negatives(idx, self.num_negatives, self.negative_sampling, self.share_negatives)
         loss = self.contrast_loss(s_feats, t_feats, positive, negative)
