@@ -7,7 +7,6 @@ applies its compatibility patches and registers its modules; on machines
 without CUDA a distributed launch runs on the gloo backend.
 """
 import argparse
-import os
 import os.path as osp
 from copy import deepcopy
 
@@ -17,7 +16,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from crd_mm.utils import setup_cpu_distributed, teardown_distributed
+from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
 from crd_mm.utils.data_check import check_data
 
 
@@ -61,18 +60,7 @@ def parse_args():
         action='store_true',
         help='test-time augmentation: the config\'s `tta_model` and '
         '`tta_pipeline`, or by default flip TTA averaging class scores')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes `--local-rank` on torch >= 2.0 and
-    # `--local_rank` before; accept both.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_launcher_args(parser)
 
 
 def enable_visualization(cfg, args):

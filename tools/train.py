@@ -5,14 +5,13 @@ crd_mm applies its compatibility patches and registers its modules; on
 machines without CUDA a distributed launch runs on the gloo backend.
 """
 import argparse
-import os
 import os.path as osp
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from crd_mm.utils import setup_cpu_distributed, teardown_distributed
+from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
 from crd_mm.utils.data_check import check_data
 
 
@@ -54,18 +53,7 @@ def parse_args():
         action=DictAction,
         help='override config settings with key=value pairs, e.g. '
         'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes `--local-rank` on torch >= 2.0 and
-    # `--local_rank` before; accept both.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_launcher_args(parser)
 
 
 def set_dataloader_defaults(cfg, fields, no_pin_memory=False,

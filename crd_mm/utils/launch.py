@@ -7,6 +7,7 @@ initialises a gloo process group before the Runner is built (the Runner then
 skips its own ``init_dist``) and makes the wrapper keep the model on the CPU.
 On CUDA machines it does nothing, leaving mmengine's NCCL path untouched.
 """
+import argparse
 import datetime
 import os
 import subprocess
@@ -40,6 +41,20 @@ def _export_torch_env(launcher: str) -> None:
         nodes = subprocess.check_output(
             ['scontrol', 'show', 'hostname', os.environ['SLURM_NODELIST']])
         os.environ['MASTER_ADDR'] = nodes.decode().split()[0]
+
+
+def parse_launcher_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add the launcher flags shared by the tools, parse, and export LOCAL_RANK.
+
+    torch.distributed.launch passes ``--local-rank`` on torch >= 2.0 and
+    ``--local_rank`` before; both are accepted.
+    """
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
