@@ -47,11 +47,7 @@ def patch_mmrazor_quantization():
     if hasattr(fuser_method_mappings, 'reverse_sequential_wrapper2'):
         return  # torch <= 1.13: mmrazor's own module works
     if QUANTIZATION_MODULE in sys.modules:
-        if QUANTIZATION_MODULE not in APPLIED_PATCHES:
-            raise ImportError(
-                'mmrazor.structures.quantization was imported before crd_mm; '
-                'import crd_mm first (custom_imports in the config does this).')
-        return
+        return  # already replaced: on torch 2.x the real module cannot have been imported
     stub = types.ModuleType(QUANTIZATION_MODULE)
     stub.__doc__ = 'Stand-in installed by crd_mm.compat: quantization needs torch 1.13.'
     stub.BackendConfigs = _UnavailableMapping()

@@ -1,13 +1,15 @@
 """CRD core: parity with mmrazor's CRD, sampling, synchronised bank updates, bad input."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.structures import BaseDataElement
 
 import crd_mm  # noqa: F401  (applies compat patches, registers modules)
-from crd_mm.memory import ContrastMemoryBank
+from crd_mm.memory import ContrastMemoryBank, CRDMemoryBankHook
 from crd_mm.models.connectors import CRDConnector
-from crd_mm.models.losses import CRDLoss
+from crd_mm.models.losses import CRCDLoss, CRDLoss
 
 from mmrazor.models.losses.crd_loss import CRDLoss as MMRazorCRDLoss  # isort: skip
 
@@ -244,3 +246,53 @@ def test_labels_that_disagree_with_the_training_set_are_refused():
     with pytest.raises(ValueError, match='sample 4 has label'):
         loss(embeddings(2, 4, 0), embeddings(2, 4, 1), wrong)
     assert len(bank._staged) == 1
+
+
+@pytest.mark.parametrize('build, error, message', [
+    (lambda: ContrastMemoryBank(1, 4, 0.5), ValueError, 'at least 2 samples'),
+    (lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.zeros(5)), ValueError, 'one label per sample'),
+    (lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.tensor([0, 1, -1, 0, 1, 0])), ValueError,
+     'non-negative class label'),
+    (lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.zeros(6)), ValueError, "use negative_sampling='uniform'"),
+    (lambda: CRDLoss(negative_sampling='hard'), ValueError, 'negative_sampling must be one of'),
+    (lambda: CRDLoss(positive='near'), ValueError, 'positive must be one of'),
+    (lambda: CRDLoss(num_negatives=0), ValueError, 'CRDLoss needs num_negatives >= 1'),
+    (lambda: CRCDLoss(relation='logit'), ValueError, 'relation must be one of'),
+    (lambda: CRCDLoss(temperature=0), ValueError, 'CRCDLoss needs num_negatives >= 1, temperature > 0'),
+    (lambda: CRDMemoryBankHook(bank_dtype='int8'), ValueError, "bank_dtype must be 'float32'"),
+])
+def test_bad_settings_are_refused_with_the_fix(build, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        build()
+
+
+def test_class_aware_sampling_without_labels_names_the_uniform_mode():
+    bank = ContrastMemoryBank(10, 4, 0.5)
+    bank.reseed(0)
+    with pytest.raises(ValueError, match="needs class labels.*negative_sampling='uniform'"):
+        bank.negatives(torch.tensor([1]), 3, 'class_exact', shared=False)
+    with pytest.raises(ValueError, match="positive='relax' needs class labels"):
+        bank.positives(torch.tensor([1]), 'relax')
+
+
+def test_crd_needs_the_batch_data_samples():
+    loss = CRDLoss(num_negatives=4, feat_dim=8, negative_sampling='uniform')
+    loss.attach_memory_bank(ContrastMemoryBank(10, 8, momentum=0.5))
+    with pytest.raises(ValueError, match="data_samples=dict\\(from_student=True, recorder='data_samples'"):
+        loss(embeddings(2, 8, 0), embeddings(2, 8, 1), [])
+
+
+def test_overflowing_first_batch_scores_do_not_set_the_constants():
+    bank = ContrastMemoryBank(10, 4, momentum=0.5)
+    scores = torch.full((2, 3), 1000.0)
+    with pytest.raises(FloatingPointError, match='normalisation constants from the first batch are not finite'):
+        bank.log_normalizers(scores, scores)
+    assert bank.normalizers is None
+
+
+def test_resuming_a_checkpoint_without_this_loss_bank_is_refused():
+    hook = CRDMemoryBankHook()
+    hook.banks = {'distiller.distill_losses.loss_crd': ContrastMemoryBank(10, 4, momentum=0.5)}
+    other = {'distiller.distill_losses.loss_other': ContrastMemoryBank(10, 4, momentum=0.5).state_dict()}
+    with pytest.raises(KeyError, match="no memory bank for \\['distiller.distill_losses.loss_crd'\\]"):
+        hook.after_load_checkpoint(None, {'crd_memory_banks': other})
