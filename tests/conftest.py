@@ -71,6 +71,10 @@ class CommandRunner:
         # one intra-op thread per process: these tiny models gain nothing from
         # more, and several processes share the machine's cores
         env.setdefault('OMP_NUM_THREADS', '1')
+        # subprocesses run on the CPU unless a test asks for a GPU explicitly
+        # (extra={'CUDA_VISIBLE_DEVICES': '0'}): on a GPU machine mmengine would
+        # otherwise bind every rank to cuda:<local_rank>, which one GPU cannot serve
+        env['CUDA_VISIBLE_DEVICES'] = ''
         env.update(extra or {})
         return env
 
