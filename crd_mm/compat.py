@@ -7,6 +7,7 @@ and is applied when ``crd_mm`` is imported (configs do that through
 """
 import codecs
 import functools
+import io
 import os
 import sys
 import types
@@ -103,14 +104,27 @@ def patch_checkpoint_allow_list():
     APPLIED_PATCHES.append('torch.serialization.safe_globals')
 
 
+def _fsync_directory(path):
+    """Persist the directory entries of ``path`` (a rename is durable only once its directory is fsynced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def patch_atomic_checkpoint_save():
     """mmengine writes checkpoints in place (LocalBackend.put opens the target and writes), so a crash or a full disk mid-write leaves a truncated file.
 
-    Local checkpoints are written to ``<name>.partial`` and renamed over the
-    target only once complete (``os.replace`` is atomic on POSIX), so the path
-    holds either the previous complete file or the new one. Remote backends
-    (``s3://``, ``pavi://``, ...) are left to mmengine.
+    Local checkpoints are serialised in memory (as mmengine does), written to
+    ``<name>.partial``, which is fsynced, renamed over the target (``os.replace``
+    is atomic on POSIX), and then the directory is fsynced: the path holds
+    either the previous complete file or the new one, also after a power cut.
+    Remote backends (``s3://``, ``pavi://``, ...) are left to mmengine. A run
+    killed mid-save leaves its ``.partial`` file behind; the next save of that
+    name overwrites it.
     """
+    import mmengine.runner as runner_package
     from mmengine.runner import checkpoint as checkpoint_module
     from mmengine.runner import runner as runner_module
     original = checkpoint_module.save_checkpoint
@@ -121,16 +135,25 @@ def patch_atomic_checkpoint_save():
     def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
         if '://' in str(filename) or file_client_args is not None or backend_args is not None:
             return original(checkpoint, filename, file_client_args, backend_args)
+        directory = os.path.dirname(os.path.abspath(filename))
+        os.makedirs(directory, exist_ok=True)
         partial = f'{filename}.partial'
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # serialised first: a failed write then raises a plain OSError
         try:
-            original(checkpoint, partial)
+            with open(partial, 'wb') as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(partial, filename)
+            _fsync_directory(directory)
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
 
     save_checkpoint.crd_mm_atomic = True
     checkpoint_module.save_checkpoint = runner_module.save_checkpoint = save_checkpoint
+    runner_package.save_checkpoint = save_checkpoint  # `from mmengine.runner import save_checkpoint` (CheckpointHook)
     APPLIED_PATCHES.append('mmengine.runner.save_checkpoint')
 
 

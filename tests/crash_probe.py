@@ -1,0 +1,72 @@
+"""A test-only hook that stalls a training process in the middle of writing a checkpoint.
+
+Loaded by test configs through ``custom_imports`` (tests/ on PYTHONPATH). When
+the checkpoint of epoch ``stall_epoch`` is about to be written (and ``marker``
+does not exist yet), it makes the next ``.pth`` file opened for writing write
+half of its first chunk, write the path it was writing into ``marker``, and
+sleep: the test then kills the process with SIGKILL, so the kill lands while
+the checkpoint file is half written, whatever the save does. A resumed run
+finds the marker and saves normally.
+
+``in_place_save=True`` puts mmengine's own ``save_checkpoint`` (which writes
+the target file in place) back instead of crd_mm's atomic one, so a test can
+show that it would catch an in-place save.
+"""
+import builtins
+import os
+import os.path as osp
+import time
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+STALL_LIMIT_S = 600  # never outlive a test that forgot to kill us
+
+
+class _StallingFile:
+    """A file opened for writing whose first ``write`` stops halfway and stalls the process."""
+
+    def __init__(self, file, path, marker):
+        self._file, self._path, self._marker = file, path, marker
+
+    def write(self, data):
+        half = bytes(data)[:max(1, len(data) // 2)]
+        self._file.write(half)
+        self._file.flush()
+        with open(self._marker, 'w') as f:
+            f.write(self._path)
+        time.sleep(STALL_LIMIT_S)
+        os._exit(3)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+@HOOKS.register_module()
+class StallDuringSaveHook(Hook):
+    priority = 'VERY_LOW'  # after CRDMemoryBankHook has put the banks into the checkpoint
+
+    def __init__(self, marker, stall_epoch=2, in_place_save=False):
+        self.marker, self.stall_epoch = marker, stall_epoch
+        if in_place_save:
+            from mmengine.runner import runner as runner_module
+            runner_module.save_checkpoint = runner_module.save_checkpoint.__wrapped__
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if checkpoint['meta']['epoch'] != self.stall_epoch or osp.exists(self.marker):
+            return
+        real_open, marker = builtins.open, self.marker
+
+        def stalling_open(file, mode='r', *args, **kwargs):
+            opened = real_open(file, mode, *args, **kwargs)
+            if 'w' in mode and str(file).endswith(('.pth', '.pth.partial')):
+                return _StallingFile(opened, str(file), marker)
+            return opened
+
+        builtins.open = stalling_open

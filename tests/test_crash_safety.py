@@ -1,0 +1,136 @@
+"""Crash safety of checkpoints: a run killed mid-save keeps its previous checkpoint and resumes.
+
+Checkpoints go through crd_mm.compat's atomic save: ``<name>.partial`` is
+written and fsynced, renamed over ``<name>``, then the directory is fsynced.
+A SIGKILL shows the rename (the old file survives a half-written new one); it
+cannot show the fsyncs, whose absence only a power cut or a kernel crash
+would reveal, so their order is checked in the system calls (strace).
+"""
+import os
+import os.path as osp
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tiny_configs import crd_config
+
+TESTS_DIR = osp.dirname(osp.abspath(__file__))
+PYTHONPATH = {'PYTHONPATH': osp.pathsep.join([osp.dirname(TESTS_DIR), TESTS_DIR])}
+
+
+def stalled_run_config(data, tmp_path, in_place_save):
+    """Two epochs of CRD, one fixed checkpoint name overwritten every epoch, stalled mid-save in epoch 2."""
+    cfg = crd_config(data, tmp_path / 'work', max_epochs=2,
+                     hooks=[dict(type='CRDMemoryBankHook'),
+                            dict(type='StallDuringSaveHook', marker=str(tmp_path / 'stalled'),
+                                 in_place_save=in_place_save)],
+                     extra_imports=('crash_probe', ))
+    # keep-only-the-latest: every save overwrites the same file, the case an in-place write breaks
+    cfg.default_hooks.checkpoint.filename_tmpl = 'latest.pth'
+    path = tmp_path / 'crd_crash.py'
+    cfg.dump(path)
+    return path
+
+
+def kill_when_stalled(cmd, config, marker, timeout=180):
+    """Start tools/train.py, SIGKILL it once it has stalled half-way through a checkpoint write."""
+    proc = cmd.start([sys.executable, 'tools/train.py', config], env=PYTHONPATH)
+    stalled = False
+    try:
+        deadline = time.monotonic() + timeout
+        while not osp.exists(marker) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stalled = osp.exists(marker)
+        if stalled:
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None and not stalled:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    assert stalled, f'the run never reached the stalled save (exit {proc.returncode}):\n{out[-6000:]}'
+    assert proc.returncode == -signal.SIGKILL
+    with open(marker) as f:
+        return f.read()
+
+
+def test_a_run_killed_while_saving_keeps_its_checkpoint_and_resumes(make_imagefolder, tmp_path, cmd):
+    data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
+    config = stalled_run_config(data, tmp_path, in_place_save=False)
+    checkpoint = tmp_path / 'work' / 'latest.pth'
+
+    written = kill_when_stalled(cmd, config, tmp_path / 'stalled')
+    assert written == f'{checkpoint}.partial'  # killed while the new checkpoint was half written
+    previous = torch.load(checkpoint, map_location='cpu')  # weights_only, crd_mm's allow-list
+    assert previous['meta']['epoch'] == 1 and previous['meta']['iter'] == 2
+    banks = previous['crd_memory_banks']['distiller.distill_losses.loss_crd']
+    assert banks['written'].all() and banks['normalizers'] is not None
+
+    out = cmd.python(['tools/train.py', config, '--resume', '--cfg-options', 'log_level=INFO'],
+                     env=PYTHONPATH, timeout=180)
+    assert re.search(r'Auto resumed from the latest checkpoint \S*latest\.pth', out)
+    assert 'resumed epoch: 1, iter: 2' in out
+    final = torch.load(checkpoint, map_location='cpu')
+    assert final['meta']['epoch'] == 2 and final['meta']['iter'] == 4
+    assert not torch.equal(final['crd_memory_banks']['distiller.distill_losses.loss_crd']['student'],
+                           banks['student'])
+
+
+def test_the_kill_test_catches_an_in_place_save(make_imagefolder, tmp_path, cmd):
+    """Control: with mmengine's own save (writes the target in place) the same kill destroys the checkpoint."""
+    data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
+    config = stalled_run_config(data, tmp_path, in_place_save=True)
+    checkpoint = tmp_path / 'work' / 'latest.pth'
+    assert kill_when_stalled(cmd, config, tmp_path / 'stalled') == str(checkpoint)
+    with pytest.raises(Exception):
+        torch.load(checkpoint, map_location='cpu')
+
+
+SAVE_SCRIPT = '''
+import sys, torch
+import crd_mm  # noqa: F401
+from mmengine.runner import runner
+runner.save_checkpoint({'weights': torch.zeros(10)}, sys.argv[1])  # what Runner.save_checkpoint calls
+'''
+
+
+def strace_works():
+    if shutil.which('strace') is None:
+        return False
+    return subprocess.run(['strace', '-f', '--seccomp-bpf', '-o', os.devnull, 'true'],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not strace_works(), reason='needs strace >= 5.3 (with ptrace allowed) to observe fsync calls')
+def test_checkpoint_and_directory_are_fsynced_around_the_rename(tmp_path, cmd):
+    """The system calls of one save: write + fsync the partial file, rename it, fsync the directory."""
+    work = tmp_path / 'work'
+    target = work / 'epoch_1.pth'
+    trace = tmp_path / 'trace'
+    syscalls = 'trace=openat,write,fsync,fdatasync,rename,renameat,renameat2,close'
+    cmd.run(['strace', '-f', '-qq', '--seccomp-bpf', '-o', trace, '-e', syscalls, sys.executable, '-c', SAVE_SCRIPT,
+             target])
+    with open(trace) as f:
+        calls = [re.sub(r'^\d+\s+', '', line.strip()) for line in f]
+
+    def position(pattern, start=0):
+        for i in range(start, len(calls)):
+            match = re.match(pattern, calls[i])
+            if match:
+                return i, match
+        pytest.fail(f'no system call matching {pattern!r} after call {start}:\n' + '\n'.join(calls[-40:]))
+
+    opened, match = position(rf'openat\(AT_FDCWD, "{re.escape(str(target))}\.partial", O_WRONLY.* = (\d+)$')
+    fd = match.group(1)
+    written, _ = position(rf'write\({fd}, ', opened)
+    synced, _ = position(rf'f(data)?sync\({fd}\)', written)
+    renamed, _ = position(rf'rename(at2?)?\(.*"{re.escape(str(target))}\.partial", .*"{re.escape(str(target))}"',
+                          synced)
+    dir_opened, match = position(rf'openat\(AT_FDCWD, "{re.escape(str(work))}", O_RDONLY.* = (\d+)$', renamed)
+    position(rf'f(data)?sync\({match.group(1)}\)', dir_opened)
+    assert not any(str(target) in call and 'O_TRUNC' in call for call in calls if '.partial' not in call)
