@@ -42,6 +42,20 @@ def write_imagefolder(root, num_classes=2, per_class=4, size=32, seed=0):
     return str(root)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` where torch sees no CUDA device, saying why (shown by ``-ra``)."""
+    gpu_items = [item for item in items if item.get_closest_marker('gpu')]
+    if not gpu_items:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    reason = (f'needs a CUDA GPU: torch {torch.__version__} (CUDA build: {torch.version.cuda}) '
+              'sees none; tools/gpu_check.sh runs these on a GPU machine')
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope='session')
 def make_imagefolder():
     return write_imagefolder
