@@ -2,10 +2,10 @@
 
 Importing the package (configs do it with ``custom_imports``) first applies the
 compatibility patches that make the pinned OpenMMLab stack work on current
-PyTorch, then registers crd_mm's models, memory-bank hook and datasets.
+PyTorch, then registers crd_mm's models, memory-bank hook, loops and datasets.
 """
 from . import compat  # noqa: F401  (must come first: mmrazor imports need it)
-from . import datasets, memory, models  # noqa: F401
+from . import datasets, engine, memory, models  # noqa: F401
 from .version import __version__
 
 __all__ = ['__version__']
