@@ -184,3 +184,31 @@ def test_colour_transforms():
         ConvertColor('BGR2LUV_X')
     with pytest.raises(ValueError, match='asked of an image with 3 channels'):
         SelectChannels([3])(dict(img=lab))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', ['configs/crossmodal/crd_lab-l-resnet50_lab-ab-resnet18_imagefolder.py',
+                                    'configs/crossmodal/crd_resnet34-224px_resnet18-112px_in1k.py'])
+def test_recipe_trains_and_validates_through_tools_train(config, cmd, make_imagefolder, tmp_path):
+    """2 iterations and one validation of each recipe on tiny data (32x32 crops): an image folder for
+    the Lab recipe, the ImageNet layout for the resolution recipe (its student at 16x16)."""
+    from test_configs import write_tiny_imagenet
+    options = ['model.teacher_ckpt=None', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+               'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=-1',
+               'train_dataloader.dataset.pipeline.1.scale=32', 'val_dataloader.dataset.pipeline.1.scale=36',
+               'val_dataloader.dataset.pipeline.2.crop_size=32', 'val_evaluator.topk=[1]']
+    if 'imagefolder' in config:
+        root = tmp_path / 'data'
+        for split in ('train', 'val'):
+            make_imagefolder(root / split, num_classes=2, per_class=2, size=40)
+        options += ['model.architecture.head.num_classes=2', 'model.teacher.head.num_classes=2']
+    else:
+        root = write_tiny_imagenet(tmp_path / 'imagenet')
+        options += [f'{loader}.dataset.pipeline.4.scale=16' for loader in ('train_dataloader', 'val_dataloader')]
+    for loader in ('train_dataloader', 'val_dataloader'):
+        options += [f'{loader}.batch_size=2', f'{loader}.num_workers=0', f'{loader}.persistent_workers=False',
+                    f'{loader}.dataset.data_root={root}']
+    out = cmd.python(['tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options', *options],
+                     timeout=300)
+    assert 'Epoch(train) [1][2/2]' in out and 'distill.loss_crd:' in out
+    assert 'teacher.accuracy/top1' in out
