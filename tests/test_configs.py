@@ -63,6 +63,8 @@ def build_model(cfg):
     model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     if 'teacher_ckpt' in model_cfg:
         model_cfg.teacher_ckpt = None
+    for teacher in model_cfg.get('teachers', {}).values():  # MultiTeacherDistill
+        teacher.ckpt = None
     return MODELS.build(model_cfg)
 
 
@@ -109,6 +111,8 @@ def method_of(path):
     """'crd', 'crd-kd', 'dcd', 'dcd-kd', 'crcd', 'ckd' or 'teacher', from the file name."""
     if path.split(os.sep)[1] == 'cifar100_teachers':
         return 'teacher'
+    if path.split(os.sep)[1] == 'ensemble':
+        return 'ensemble'
     name = osp.basename(path)
     if name.startswith('resnet34_resnet18'):  # configs/crd/resnet34_resnet18_in1k.py
         return 'crd'
@@ -143,6 +147,9 @@ def test_recipe_follows_the_paper(path):
             assert cfg.param_scheduler.milestones == [150, 180, 210]
     if method == 'teacher':
         return
+    if method == 'ensemble':
+        check_ensemble(cfg)
+        return
     assert cfg.model.type == 'SingleTeacherDistill'
     losses = set(cfg.model.distiller.distill_losses)
     hooks = [h.type for h in cfg.get('custom_hooks', [])]
@@ -174,6 +181,22 @@ def test_recipe_follows_the_paper(path):
         assert 'loss_kd' not in losses
 
 
+def check_ensemble(cfg):
+    """CRD with the paper's settings against every teacher, KD 1.0 (T=4) on the teachers' averaged logits."""
+    teachers = list(cfg.model.teachers)
+    losses, mappings = cfg.model.distiller.distill_losses, cfg.model.distiller.loss_forward_mappings
+    assert cfg.model.type == 'MultiTeacherDistill' and len(teachers) >= 2
+    assert set(losses) == {'loss_kd'} | {f'loss_crd_{name}' for name in teachers}
+    check_kd(cfg, 1.0)
+    assert sorted(mappings.loss_kd.preds_T.teacher) == sorted(teachers)
+    for name in teachers:
+        crd = losses[f'loss_crd_{name}']
+        assert (crd.type, crd.loss_weight, crd.temperature, crd.num_negatives, crd.momentum, crd.feat_dim) == \
+            ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)
+        assert mappings[f'loss_crd_{name}'].t_feats.teacher == name
+    assert [h.type for h in cfg.custom_hooks] == ['CRDMemoryBankHook']
+
+
 def released_resnet34_url():
     import mmpretrain
     metafile = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet', 'metafile.yml')
@@ -184,10 +207,23 @@ def released_resnet34_url():
 
 def test_imagenet_teacher_is_mmpretrains_released_resnet34():
     url = released_resnet34_url()
-    for path in [p for p in CONFIGS if p.endswith('_in1k.py')]:
+    for path in [p for p in CONFIGS if p.endswith('_in1k.py') and method_of(p) != 'ensemble']:
         cfg = load(path)
         assert cfg.model.teacher_ckpt == url, path
         assert cfg.model.teacher.backbone.depth == 34 and cfg.model.architecture.backbone.depth == 18
+
+
+def test_imagenet_ensemble_teachers_are_mmpretrains_released_models():
+    import mmpretrain
+    metafile = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet', 'metafile.yml')
+    with open(metafile) as f:
+        released = {f"mmpretrain::{m['Config'].split('configs/', 1)[1]}": m['Weights']
+                    for m in yaml.safe_load(f)['Models']}
+    paths = [p for p in CONFIGS if p.endswith('_in1k.py') and method_of(p) == 'ensemble']
+    assert paths
+    for path in paths:
+        for name, teacher in load(path).model.teachers.items():
+            assert teacher.ckpt == released[teacher.cfg_path], (path, name)
 
 
 # ---------------------------------------------------------------- training runs
@@ -243,6 +279,8 @@ RUNS = [
     'configs/ckd/cifar100/ckd_wrn_40_2_wrn_16_2_cifar100.py',
     'configs/crd/resnet34_resnet18_in1k.py',
 ] + [pytest.param(p, marks=pytest.mark.slow) for p in (
+    'configs/ensemble/crd-kd_resnet56-wrn_40_2-vgg13_resnet20_cifar100.py',
+    'configs/ensemble/crd-kd_resnet50-resnet34_resnet18_in1k.py',
     'configs/crd/crd-kd_resnet34_resnet18_in1k.py',
     'configs/dcd/dcd_resnet34_resnet18_in1k.py',
     'configs/crcd/crcd_resnet34_resnet18_in1k.py',
@@ -269,6 +307,7 @@ def test_recipe_trains_through_tools_train(path, tmp_path, cmd):
         env = {'PYTHONPATH': os.pathsep.join([REPO_ROOT, TESTS_DIR])}
     if 'teacher_ckpt' in cfg.model:
         options.append('model.teacher_ckpt=None')
+    options += [f'model.teachers.{name}.ckpt=None' for name in cfg.model.get('teachers', {})]
     stop = [i for i, hook in enumerate(cfg.get('custom_hooks', [])) if hook.type == 'StopDistillHook']
     if stop:  # CRCD: distillation stops for the last epochs; here for the second of two
         options += ['train_cfg.max_epochs=2', f'custom_hooks.{stop[0]}.stop_epoch=1',
@@ -347,6 +386,7 @@ def test_data_check_passes_existing_and_in_memory_data(tmp_path):
     # mmpretrain downloads a missing CIFAR itself; remote storage is not checked
     check_dataset(dict(type='CIFAR100', data_root=str(tmp_path / 'absent'), download=True))
     check_dataset(dict(type='ImageNet', data_root='s3://bucket/imagenet', split='train'))
+
 
 # ---------------------------------------------------------------- cross-modal recipes
 CROSSMODAL_CONFIGS = sorted(osp.relpath(p, REPO_ROOT) for p in glob.glob(osp.join(CONFIG_ROOT, 'crossmodal', '*.py')))

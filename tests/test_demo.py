@@ -36,6 +36,8 @@ def test_demo_config_parses_and_builds(config):
     distill = 'teacher_ckpt' in cfg.model
     if distill:
         cfg.model.teacher_ckpt = None
+    for teacher in cfg.model.get('teachers', {}).values():  # MultiTeacherDistill (ensemble.py)
+        teacher.ckpt = None
     model = MODELS.build(cfg.model)
     assert cfg.train_dataloader.dataset.type == 'SklearnDigits'
     assert cfg.val_dataloader.dataset.split == 'test'

@@ -108,3 +108,45 @@ def distill_config(data_root, work_dir, distiller, max_epochs=1, batch_size=4, h
         log_level='WARNING',
     )
     return Config(copy.deepcopy(cfg))
+
+
+TINY_TEACHERS = dict(t1=16, t2=12)  # teacher name -> tiny_classifier width (pooled feature: 2 x width)
+
+
+def multi_teacher_distiller(s_width=8, teacher_widths=None, feat_dim=16, num_negatives=8):
+    """MultiTeacherDistiller: CRD against every teacher plus KD on the teachers' averaged logits."""
+    teacher_widths = teacher_widths or TINY_TEACHERS
+    recorders = dict(feat=dict(type='ModuleOutputs', source='neck'),
+                     logits=dict(type='ModuleOutputs', source='head.fc'))
+    crd = dict(type='CRDLoss', loss_weight=0.8, num_negatives=num_negatives, feat_dim=feat_dim)
+    losses, connectors, mappings = dict(loss_kd=dict(type='KLDivergence', tau=4, loss_weight=1.0)), {}, {}
+    mappings['loss_kd'] = dict(preds_S=dict(from_student=True, recorder='logits'),
+                               preds_T=dict(from_student=False, teacher=list(teacher_widths), recorder='logits'))
+    for name, width in teacher_widths.items():
+        losses[f'loss_crd_{name}'] = crd
+        connectors[f'crd_s_{name}'] = dict(type='CRDConnector', dim_in=2 * s_width, dim_out=feat_dim)
+        connectors[f'crd_t_{name}'] = dict(type='CRDConnector', dim_in=2 * width, dim_out=feat_dim)
+        mappings[f'loss_crd_{name}'] = dict(
+            s_feats=dict(from_student=True, recorder='feat', connector=f'crd_s_{name}'),
+            t_feats=dict(from_student=False, teacher=name, recorder='feat', connector=f'crd_t_{name}'),
+            data_samples=dict(from_student=True, recorder='data_samples', data_idx=1))
+    return dict(
+        type='MultiTeacherDistiller',
+        student_recorders=dict(recorders, data_samples=dict(type='ModuleInputs', source='')),
+        teacher_recorders={name: recorders for name in teacher_widths},
+        distill_losses=losses,
+        connectors=connectors,
+        loss_forward_mappings=mappings)
+
+
+def multi_teacher_config(data_root, work_dir, ckpts, distiller=None, max_epochs=1, batch_size=4, hooks=None,
+                         extra_imports=()):
+    """A MultiTeacherDistill config: tiny teachers ``TINY_TEACHERS`` loaded from ``ckpts`` (name -> path)."""
+    cfg = distill_config(data_root, work_dir, distiller or multi_teacher_distiller(), max_epochs, batch_size,
+                         hooks, extra_imports)
+    model = cfg.model.to_dict()
+    del model['teacher'], model['teacher_ckpt']
+    model.update(type='MultiTeacherDistill', teachers={
+        name: dict(cfg=tiny_classifier(width), ckpt=ckpts.get(name)) for name, width in TINY_TEACHERS.items()})
+    cfg.model = model
+    return cfg

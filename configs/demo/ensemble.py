@@ -1,0 +1,62 @@
+# Ensemble distillation (CRD paper, Tian et al. 2020, Sec. 4): the student
+# (resnet8) learns from two frozen teachers of different architectures,
+# resnet20 (configs/demo/teacher.py) and WRN-16-2 (configs/demo/teacher_wrn.py):
+# CE 1.0 + KD (T=4) 1.0 against the teachers' averaged logits + CRD 0.8
+# against each teacher (one embedding head per network, one memory-bank pair
+# per teacher-student pair in CRDMemoryBankHook, 1,024 negatives per sample).
+#
+# The teachers' checkpoints are the last ones of their own runs. tools/demo.py
+# (or a user) trains both teachers first, then passes their checkpoints:
+#   python tools/train.py configs/demo/ensemble.py --cfg-options \
+#       model.teachers.resnet20.ckpt=<teacher.py run>/epoch_30.pth \
+#       model.teachers.wrn_16_2.ckpt=<teacher_wrn.py run>/epoch_30.pth
+# The defaults below are those runs' checkpoints under work_dirs/demo/. Each
+# teacher's network is read from the config it was trained with (cfg_path).
+_base_ = ['./_base_digits.py']
+
+default_scope = 'mmrazor'
+
+__crd = dict(type='CRDLoss', loss_weight=0.8, temperature=0.07, num_negatives=1024, momentum=0.5,
+             feat_dim=128, negative_sampling='class_exact', positive='exact')
+__recorders = dict(feat=dict(type='ModuleOutputs', source='neck'),
+                   logits=dict(type='ModuleOutputs', source='head.fc'))
+__data_samples = dict(from_student=True, recorder='data_samples', data_idx=1)
+
+model = dict(
+    _scope_='mmrazor',
+    type='MultiTeacherDistill',
+    architecture=_base_.student_net,
+    teachers=dict(
+        resnet20=dict(cfg_path='{{ fileDirname }}/teacher.py',
+                      ckpt='work_dirs/demo/teacher/epoch_30.pth'),
+        wrn_16_2=dict(cfg_path='{{ fileDirname }}/teacher_wrn.py',
+                      ckpt='work_dirs/demo/teacher_wrn/epoch_30.pth')),
+    distiller=dict(
+        type='MultiTeacherDistiller',
+        student_recorders=dict(__recorders, data_samples=dict(type='ModuleInputs', source='')),
+        teacher_recorders=dict(resnet20=__recorders, wrn_16_2=__recorders),
+        distill_losses=dict(
+            loss_kd=dict(type='KLDivergence', tau=4, loss_weight=1.0),
+            loss_crd_resnet20=__crd,
+            loss_crd_wrn_16_2=__crd),
+        connectors=dict(
+            crd_s_resnet20=dict(type='CRDConnector', dim_in=_base_.student_feat_dim, dim_out=128),
+            crd_s_wrn_16_2=dict(type='CRDConnector', dim_in=_base_.student_feat_dim, dim_out=128),
+            crd_t_resnet20=dict(type='CRDConnector', dim_in=_base_.teacher_feat_dim, dim_out=128),
+            crd_t_wrn_16_2=dict(type='CRDConnector', dim_in=128, dim_out=128)),
+        loss_forward_mappings=dict(
+            loss_kd=dict(
+                preds_S=dict(from_student=True, recorder='logits'),
+                preds_T=dict(from_student=False, teacher=['resnet20', 'wrn_16_2'], recorder='logits')),
+            loss_crd_resnet20=dict(
+                s_feats=dict(from_student=True, recorder='feat', connector='crd_s_resnet20'),
+                t_feats=dict(from_student=False, teacher='resnet20', recorder='feat',
+                             connector='crd_t_resnet20'),
+                data_samples=__data_samples),
+            loss_crd_wrn_16_2=dict(
+                s_feats=dict(from_student=True, recorder='feat', connector='crd_s_wrn_16_2'),
+                t_feats=dict(from_student=False, teacher='wrn_16_2', recorder='feat',
+                             connector='crd_t_wrn_16_2'),
+                data_samples=__data_samples))))
+
+custom_hooks = [dict(type='CRDMemoryBankHook')]
