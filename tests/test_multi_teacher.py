@@ -231,9 +231,13 @@ def test_every_existing_loss_works_unchanged_inside(method):
 
 
 # ---------------------------------------------------------------- bad configs
-def build_runner_error(cfg, error):
+def build_error(cfg, error, runner=False):
+    """The message of the error building ``cfg``'s model raises (in a Runner: before any training)."""
     with pytest.raises(error) as info:
-        Runner.from_cfg(cfg)
+        if runner:
+            Runner.from_cfg(cfg)
+        else:
+            MODELS.build(cfg.model)
     return str(info.value)
 
 
@@ -241,45 +245,44 @@ def test_a_loss_naming_a_missing_teacher_is_refused_at_build(make_imagefolder, t
     data = make_imagefolder(tmp_path / 'data')
     distiller = multi_teacher_distiller()
     distiller['loss_forward_mappings']['loss_crd_t2']['t_feats']['teacher'] = 't3'
-    message = build_runner_error(multi_teacher_config(data, tmp_path / 'w1', paths(teacher_ckpts), distiller),
-                                 ValueError)
+    message = build_error(multi_teacher_config(data, tmp_path / 'w1', paths(teacher_ckpts), distiller),
+                          ValueError, runner=True)
     assert "['loss_crd_t2']['t_feats'] names teacher 't3', which does not exist" in message
     assert "['t1', 't2']" in message
 
     distiller = multi_teacher_distiller()
     distiller['loss_forward_mappings']['loss_kd']['preds_T']['teacher'] = ['t1', 'typo']
-    message = build_runner_error(multi_teacher_config(data, tmp_path / 'w2', paths(teacher_ckpts), distiller),
-                                 ValueError)
+    message = build_error(multi_teacher_config(data, tmp_path / 'w2', paths(teacher_ckpts), distiller),
+                          ValueError)
     assert "names teacher 'typo'" in message
 
     distiller = multi_teacher_distiller()
     del distiller['loss_forward_mappings']['loss_kd']['preds_T']['teacher']
-    message = build_runner_error(multi_teacher_config(data, tmp_path / 'w3', paths(teacher_ckpts), distiller),
-                                 ValueError)
+    message = build_error(multi_teacher_config(data, tmp_path / 'w3', paths(teacher_ckpts), distiller),
+                          ValueError)
     assert 'names none: add teacher=' in message
 
     # recorders for a teacher the algorithm does not have
     distiller = multi_teacher_distiller(teacher_widths=dict(t1=16, t2=12, t3=12))
-    message = build_runner_error(multi_teacher_config(data, tmp_path / 'w4', paths(teacher_ckpts), distiller),
-                                 ValueError)
+    message = build_error(multi_teacher_config(data, tmp_path / 'w4', paths(teacher_ckpts), distiller),
+                          ValueError)
     assert "teacher(s) ['t3'], which do not exist" in message
-    assert not osp.exists(tmp_path / 'w4' / 'epoch_1.pth')
 
 
 def test_a_teacher_checkpoint_of_another_model_is_refused_naming_the_teacher(make_imagefolder, tmp_path,
                                                                               teacher_ckpts):
     data = make_imagefolder(tmp_path / 'data')
     swapped = dict(t1=teacher_ckpts['t2'][0], t2=teacher_ckpts['t1'][0])
-    message = build_runner_error(multi_teacher_config(data, tmp_path / 'work', swapped), ValueError)
+    message = build_error(multi_teacher_config(data, tmp_path / 'work', swapped), ValueError, runner=True)
     assert "teacher 't1': the checkpoint " in message and 'does not match its config' in message
     assert 'shape mismatches' in message and '(12,) in the checkpoint, (16,) in the model' in message
 
     other = tmp_path / 'other.pth'  # another kind of model altogether
     torch.save(dict(state_dict=dict(weight=torch.zeros(2))), other)
-    message = build_runner_error(multi_teacher_config(data, tmp_path / 'work', dict(t1=str(other))), ValueError)
+    message = build_error(multi_teacher_config(data, tmp_path / 'work', dict(t1=str(other))), ValueError)
     assert "teacher 't1'" in message and 'missing keys' in message and 'unexpected keys (1): weight' in message
 
-    message = build_runner_error(
+    message = build_error(
         multi_teacher_config(data, tmp_path / 'work', dict(t2=str(tmp_path / 'absent.pth'))), FileNotFoundError)
     assert "teacher 't2': checkpoint" in message and 'absent.pth' in message
 
