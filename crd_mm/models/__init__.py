@@ -1,1 +1,1 @@
-from . import algorithms, backbones, connectors, distillers, losses  # noqa: F401
+from . import algorithms, backbones, classifiers, connectors, distillers, losses  # noqa: F401
