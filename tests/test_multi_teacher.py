@@ -17,8 +17,8 @@ from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
 
 from crd_mm.memory.bank import ContrastMemoryBank
-from tiny_configs import (TINY_TEACHERS, crcd_distiller, crd_distiller, multi_teacher_config,
-                          multi_teacher_distiller, tiny_classifier)
+from tiny_configs import (TINY_TEACHERS, crcd_distiller, crd_config, crd_distiller, image_folder_loader,
+                          multi_teacher_config, multi_teacher_distiller, tiny_classifier)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 REPO_ROOT = osp.dirname(TESTS_DIR)
@@ -138,6 +138,41 @@ def test_two_gloo_processes_keep_every_bank_identical(make_imagefolder, tmp_path
             assert torch.equal(rec0['normalizers'][name], rec1['normalizers'][name])
         # the two teachers' banks are different banks
         assert not torch.equal(rec0['after'][BANKS[0]][1], rec0['after'][BANKS[1]][1])
+
+
+def test_validation_scores_the_student_and_every_teacher(make_imagefolder, tmp_path, teacher_ckpts):
+    data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
+    cfg = multi_teacher_config(data, tmp_path / 'work', paths(teacher_ckpts))
+    cfg.merge_from_dict(dict(val_dataloader=image_folder_loader(data, batch_size=5, shuffle=False),
+                             val_evaluator=dict(type='mmpretrain.Accuracy', topk=(1, )),
+                             val_cfg=dict(type='mmrazor.MultiTeacherDistillValLoop')))
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.val()
+
+    model = runner.model.eval()
+    expected = {}
+    with torch.no_grad():  # each network's top-1 on the 12 images, computed here
+        for key, net in [('accuracy/top1', model.student)] + [
+                (f'teacher.{name}.accuracy/top1', model.teachers[name]) for name in TINY_TEACHERS]:
+            correct = 0
+            for data_batch in runner.val_dataloader:
+                batch_data = model.data_preprocessor(data_batch, False)
+                labels = torch.stack([s.gt_label for s in batch_data['data_samples']]).flatten()
+                correct += int((net(batch_data['inputs'], mode='tensor').argmax(1) == labels).sum())
+            expected[key] = 100 * correct / 12
+    assert set(metrics) == set(expected)
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value), key
+
+
+def test_the_validation_loop_refuses_a_single_teacher_model(make_imagefolder, tmp_path):
+    data = make_imagefolder(tmp_path / 'data')
+    cfg = crd_config(data, tmp_path / 'work')
+    cfg.merge_from_dict(dict(val_dataloader=image_folder_loader(data, shuffle=False),
+                             val_evaluator=dict(type='mmpretrain.Accuracy', topk=(1, )),
+                             val_cfg=dict(type='mmrazor.MultiTeacherDistillValLoop')))
+    with pytest.raises(TypeError, match='validates a MultiTeacherDistill model'):
+        Runner.from_cfg(cfg).val()
 
 
 # ------------------------------------------------------------ the losses inside
@@ -322,4 +357,5 @@ def test_demo_ensemble_config_trains_through_tools_train(tmp_path, cmd):
         assert torch.isfinite(torch.tensor(float(last.split(f'{key}:', 1)[1].split()[0])))
     bank_log = [line for line in out.splitlines() if 'CRDMemoryBankHook: 2 bank(s)' in line]
     assert bank_log and all(f'distiller.distill_losses.loss_crd_{name}' in bank_log[0] for name in ckpts)
-    assert 'Epoch(val) [1]' in out and 'accuracy/top1' in out
+    val = [line for line in out.splitlines() if 'Epoch(val) [1]' in line and 'accuracy/top1' in line][-1]
+    assert all(f'teacher.{name}.accuracy/top1:' in val for name in ckpts), val

@@ -60,3 +60,5 @@ model = dict(
                 data_samples=__data_samples))))
 
 custom_hooks = [dict(type='CRDMemoryBankHook')]
+# validation scores the student, then each teacher (teacher.<name>.accuracy/top1)
+val_cfg = dict(type='mmrazor.MultiTeacherDistillValLoop')

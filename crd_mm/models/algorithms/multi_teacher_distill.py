@@ -97,8 +97,9 @@ class MultiTeacherDistill(BaseAlgorithm):
     teacher's records or the mean of several (KD against the averaged logits).
     Contrastive losses against several teachers are one loss per teacher-student
     pair (e.g. ``loss_crd_<teacher>``); ``CRDMemoryBankHook`` finds every one of
-    them and keeps one bank pair per loss. Validation (the default ``ValLoop``)
-    scores the student. All networks see the same inputs, preprocessed by the
+    them and keeps one bank pair per loss. Validation scores the student
+    (mmengine's ``ValLoop``) or the student and then every teacher
+    (``MultiTeacherDistillValLoop``). All networks see the same inputs, preprocessed by the
     algorithm's ``data_preprocessor`` (the student's when not given), as in
     mmrazor's ``SingleTeacherDistill``.
 
