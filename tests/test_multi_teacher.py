@@ -303,6 +303,15 @@ def test_a_loss_naming_a_missing_teacher_is_refused_at_build(make_imagefolder, t
                           ValueError)
     assert "teacher(s) ['t3'], which do not exist" in message
 
+    # a recorder whose source is not in its teacher
+    distiller = multi_teacher_distiller()
+    distiller['teacher_recorders'] = dict(distiller['teacher_recorders'],
+                                          t2=dict(feat=dict(type='ModuleOutputs', source='nek'),
+                                                  logits=dict(type='ModuleOutputs', source='head.fc')))
+    message = build_error(multi_teacher_config(data, tmp_path / 'w5', paths(teacher_ckpts), distiller),
+                          ValueError)
+    assert "teacher 't2': recorder 'feat' (source 'nek') cannot be attached" in message
+
 
 def test_a_teacher_checkpoint_of_another_model_is_refused_naming_the_teacher(make_imagefolder, tmp_path,
                                                                               teacher_ckpts):
