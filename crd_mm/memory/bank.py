@@ -9,7 +9,7 @@ bit-identical banks, and nothing is part of the DDP-wrapped model's state.
 """
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,15 +21,132 @@ INIT_CHUNKS = 16
 POSITIVE_MODES = ('exact', 'relax')
 
 
-def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (rows may differ in number per rank) from all ranks, in rank order."""
+def all_gather_varying(tensor: torch.Tensor) -> List[torch.Tensor]:
+    """Every rank's ``tensor`` (rows may differ in number per rank), in rank order."""
     if dist.get_world_size() == 1:
-        return tensor
+        return [tensor]
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [int(s.item()) for s in dist.all_gather(size)]
     padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
     padded[:tensor.shape[0]] = tensor
-    return torch.cat([part[:n] for part, n in zip(dist.all_gather(padded), sizes)])
+    return [part[:n] for part, n in zip(dist.all_gather(padded), sizes)]
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (rows may differ in number per rank) from all ranks, in rank order."""
+    return torch.cat(all_gather_varying(tensor))
+
+
+def initial_rows(num_samples: int, feat_dim: int, stream: int, dtype=torch.float32, start: int = 0,
+                 stop: Optional[int] = None) -> torch.Tensor:
+    """Rows ``[start, stop)`` of CRD's initial N x D bank, uniform in [-s, s], s = 1 / sqrt(D / 3), on the CPU.
+
+    The rows are always drawn on the CPU (and moved by the caller): CUDA's
+    ``uniform_`` maps elements to random streams by launch grid, so the same
+    seed would give different banks on different GPU models and on the CPU.
+    torch's CPU generator is sequential, so fixed chunks of rows (N split into
+    ``INIT_CHUNKS``) are filled from their own generators in parallel threads
+    (an ImageNet bank is 164M numbers); the chunking, and so the values, do not
+    depend on the number of threads, the device or the slice asked for: only
+    the chunks that overlap ``[start, stop)`` are drawn (a bank shard).
+    """
+    stop = num_samples if stop is None else stop
+    stdv = 1.0 / math.sqrt(feat_dim / 3)
+    size = -(-num_samples // INIT_CHUNKS)  # rows per chunk, as Tensor.chunk(INIT_CHUNKS) splits N
+    first, end = start // size, min(num_samples, -(-stop // size) * size)
+    rows = torch.empty(max(0, end - first * size), feat_dim, dtype=dtype)
+    chunks = rows.split(size)
+
+    def fill(i):
+        seed = stream * INIT_CHUNKS + first + i
+        chunks[i].uniform_(-stdv, stdv, generator=torch.Generator().manual_seed(seed))
+
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        list(pool.map(fill, range(len(chunks))))
+    return rows[start - first * size:stop - first * size]
+
+
+def first_batch_normalizers(scores_student: torch.Tensor, scores_teacher: torch.Tensor, population: int,
+                            valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(Z_s, Z_t) = mean(exp(score)) x population over one batch's (``valid``) scores, averaged over ranks.
+
+    ``population`` is the size of the set the negatives are drawn from (N for
+    a bank, Q for a queue), so that P = exp(s) / Z and Pn = 1 / population
+    are on the same scale. Collective.
+    """
+    means = []
+    for scores in (scores_student, scores_teacher):
+        exp = scores.detach().float().exp()
+        means.append(exp.mean() if valid is None else (exp * valid).sum() / valid.sum())
+    z = torch.stack(means) * population
+    dist.all_reduce(z, op='mean')
+    if not torch.isfinite(z).all():
+        raise FloatingPointError(
+            f'CRD normalisation constants from the first batch are not finite ({z.tolist()}): '
+            'the embeddings or the temperature produce overflowing scores')
+    return z
+
+
+def gathered_updates(staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], feat_dim: int,
+                     device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's staged (index, [student | teacher]) rows, under the memories' update rules. Collective.
+
+    Rows with non-finite embeddings are dropped with a warning. An index seen
+    more than once (mmengine's sampler pads the last batch by repeating
+    samples) is kept once, at its first occurrence in rank order, so the result
+    never depends on scatter order. Rows stay in first-occurrence order.
+    """
+    if staged:
+        idx = torch.cat([s[0] for s in staged])
+        rows = torch.cat([torch.cat(s[1:], dim=1) for s in staged])
+    else:
+        idx = torch.zeros(0, dtype=torch.long, device=device)
+        rows = torch.zeros(0, 2 * feat_dim, device=device)
+    idx, rows = gather_rows(idx.to(device)), gather_rows(rows.to(device))
+    finite = torch.isfinite(rows).all(dim=1)
+    if not bool(finite.all()):
+        print_log(f'memory bank: skipped the update of {int((~finite).sum())} sample(s) '
+                  'with non-finite embeddings; the bank rows keep their values',
+                  logger='current', level=30)
+        idx, rows = idx[finite], rows[finite]
+    if idx.numel() == 0:
+        return idx, rows
+    unique, inverse = torch.unique(idx, return_inverse=True)
+    first = torch.full_like(unique, idx.numel()).scatter_reduce_(
+        0, inverse, torch.arange(idx.numel(), device=idx.device), reduce='amin')
+    first = first.sort().values
+    return idx[first], rows[first]
+
+
+def momentum_update(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float) -> torch.Tensor:
+    """bank[rows] = normalize(m * bank[rows] + (1 - m) * new), in place; returns the mixes' norms.
+
+    A mix that cancels to zero stays zero instead of becoming NaN; float64
+    banks keep their precision (the mix is at least float32).
+    """
+    with torch.no_grad():
+        mixed = bank.index_select(0, rows).to(torch.promote_types(bank.dtype, torch.float32))
+        mixed.mul_(momentum).add_(new * (1 - momentum))
+        norm = mixed.pow(2).sum(1, keepdim=True).pow(0.5)
+        bank.index_copy_(0, rows, mixed.div(norm.clamp_min(1e-12)).to(bank.dtype))
+    return norm.squeeze(1)
+
+
+class Contrast(NamedTuple):
+    """The rows a loss scores, as a memory selected them for one batch.
+
+    ``student``/``teacher``: rows (the banks themselves, rows fetched from
+    shards, or a queue); ``positive`` (B,) and ``negative`` (B, K) or (K,)
+    index into them; ``valid`` (B, K + 1) masks left-out negatives (None: all
+    valid); ``noise_size``: the size of the set negatives come from (Pn = 1 /
+    noise_size).
+    """
+    student: torch.Tensor
+    teacher: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    valid: Optional[torch.Tensor]
+    noise_size: int
 
 
 class ContrastMemoryBank:
@@ -75,25 +192,8 @@ class ContrastMemoryBank:
             self._index_classes(labels)
 
     def _uniform_rows(self, stream: int) -> torch.Tensor:
-        """CRD's initial rows, uniform in [-s, s] with s = 1 / sqrt(D / 3), identical on every rank.
-
-        On the CPU, torch's generator is sequential, so fixed chunks of rows are
-        filled from their own generators in parallel threads (an ImageNet bank
-        is 164M numbers); the chunking, and so the values, do not depend on the
-        number of threads.
-        """
-        stdv = 1.0 / math.sqrt(self.feat_dim / 3)
-        rows = torch.empty(self.num_samples, self.feat_dim, dtype=self.dtype, device=self.device)
-        if self.device.type != 'cpu':
-            return rows.uniform_(-stdv, stdv, generator=torch.Generator(self.device).manual_seed(stream))
-        chunks = rows.chunk(INIT_CHUNKS)
-
-        def fill(i):
-            chunks[i].uniform_(-stdv, stdv, generator=torch.Generator().manual_seed(stream * INIT_CHUNKS + i))
-
-        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-            list(pool.map(fill, range(len(chunks))))
-        return rows
+        """CRD's initial rows (:func:`initial_rows`), identical on every rank and device."""
+        return initial_rows(self.num_samples, self.feat_dim, stream, self.dtype).to(self.device)
 
     def _index_classes(self, labels):
         """Sort sample indices by class so that per-class draws are offsets into one array."""
@@ -177,22 +277,38 @@ class ContrastMemoryBank:
         offset += (offset >= self.class_start[cls][:, None]) * self.class_count[cls][:, None]
         return self.order[offset]
 
+    # ---------------------------------------------------------------- reading
+    def contrast_rows(self, *indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """The student rows, teacher rows and ``indices`` into them: here the banks and the indices themselves.
+
+        The one way losses read rows, so that a ``ShardedMemoryBank`` can fetch them instead.
+        """
+        return self.student, self.teacher, indices
+
+    def select(self, positive: torch.Tensor, negative: torch.Tensor) -> Contrast:
+        """The rows of given positive and negative bank indices, for scoring."""
+        student, teacher, (positive, negative) = self.contrast_rows(positive, negative)
+        return Contrast(student, teacher, positive, negative, None, self.num_samples)
+
+    def contrast(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor, positive: str,
+                 num_negatives: int, negative_sampling: str, shared: bool) -> Contrast:
+        """Draw the batch's positives and negatives and select their rows (one call per loss step).
+
+        ``student``/``teacher`` (the batch's embeddings) are not read by a bank;
+        a ``ContrastQueue`` takes the same call.
+        """
+        return self.select(self.positives(idx, positive), self.negatives(idx, num_negatives, negative_sampling, shared))
+
     # ---------------------------------------------------------- normalisation
-    def log_normalizers(self, scores_student: torch.Tensor, scores_teacher: torch.Tensor) -> torch.Tensor:
+    def log_normalizers(self, scores_student: torch.Tensor, scores_teacher: torch.Tensor,
+                        valid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(log Z_s, log Z_t) for scores s = <row, anchor> / T, with P = exp(s) / Z.
 
         Z is set once from the first batch (mean of exp(s) x N, averaged over
         ranks: a collective on that batch) and then kept, as in the paper.
         """
         if self.normalizers is None:
-            z = torch.stack([scores_student.detach().float().exp().mean(),
-                             scores_teacher.detach().float().exp().mean()]) * self.num_samples
-            dist.all_reduce(z, op='mean')
-            if not torch.isfinite(z).all():
-                raise FloatingPointError(
-                    f'CRD normalisation constants from the first batch are not finite ({z.tolist()}): '
-                    'the embeddings or the temperature produce overflowing scores')
-            self.normalizers = z
+            self.normalizers = first_batch_normalizers(scores_student, scores_teacher, self.num_samples, valid)
         return self.normalizers.log()
 
     # ---------------------------------------------------------------- updates
@@ -208,36 +324,12 @@ class ContrastMemoryBank:
         samples) is updated once, from its first occurrence in rank order, so
         the result never depends on scatter order. Collective: every rank calls it.
         """
-        if self._staged:
-            idx = torch.cat([s[0] for s in self._staged])
-            rows = torch.cat([torch.cat(s[1:], dim=1) for s in self._staged])
-        else:
-            idx = torch.zeros(0, dtype=torch.long, device=self.device)
-            rows = torch.zeros(0, 2 * self.feat_dim, device=self.device)
+        idx, rows = gathered_updates(self._staged, self.feat_dim, self.device)
         self._staged = []
-        idx, rows = gather_rows(idx.to(self.device)), gather_rows(rows.to(self.device))
-        finite = torch.isfinite(rows).all(dim=1)
-        if not bool(finite.all()):
-            print_log(f'memory bank: skipped the update of {int((~finite).sum())} sample(s) '
-                      'with non-finite embeddings; the bank rows keep their values',
-                      logger='current', level=30)
-            idx, rows = idx[finite], rows[finite]
         if idx.numel() == 0:
             return {}
-        unique, inverse = torch.unique(idx, return_inverse=True)
-        first = torch.full_like(unique, idx.numel()).scatter_reduce_(
-            0, inverse, torch.arange(idx.numel(), device=idx.device), reduce='amin')
-        idx, rows = idx[first], rows[first]
-        norms = []
-        with torch.no_grad():
-            for bank, new in ((self.student, rows[:, :self.feat_dim]),
-                              (self.teacher, rows[:, self.feat_dim:])):
-                mixed = bank.index_select(0, idx).to(torch.promote_types(bank.dtype, torch.float32))
-                mixed.mul_(self.momentum).add_(new * (1 - self.momentum))
-                norm = mixed.pow(2).sum(1, keepdim=True).pow(0.5)
-                # a mix that cancels to zero stays zero instead of becoming NaN
-                bank.index_copy_(0, idx, mixed.div(norm.clamp_min(1e-12)).to(bank.dtype))
-                norms.append(float(norm.mean()))
+        norms = [float(momentum_update(self.student, idx, rows[:, :self.feat_dim], self.momentum).mean()),
+                 float(momentum_update(self.teacher, idx, rows[:, self.feat_dim:], self.momentum).mean())]
         self.written[idx] = True
         return dict(update_norm_s=norms[0], update_norm_t=norms[1],
                     coverage=float(self.written.float().mean()))

@@ -3,14 +3,38 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .bank import ContrastMemoryBank, MemoryBankClient
+from .queue import ContrastQueue
+from .sharded import ShardedMemoryBank
 
 CHECKPOINT_KEY = 'crd_memory_banks'
+
+
+def checkpoint_due(runner, event: str) -> bool:
+    """Whether a ``CheckpointHook`` of the runner saves after this train 'iter', train 'epoch' or 'val' epoch.
+
+    Mirrors CheckpointHook's own schedule, so that sharded banks (whose
+    gathering needs every rank) are gathered just before a rank-0-only save.
+    """
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook):
+            continue
+        if event == 'iter' and not hook.by_epoch and (
+                hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                or (hook.save_last and hook.is_last_train_iter(runner))):
+            return True
+        if event == 'epoch' and hook.by_epoch and (
+                hook.every_n_epochs(runner, hook.interval, hook.save_begin)
+                or (hook.save_last and hook.is_last_train_epoch(runner))):
+            return True
+        if event == 'val' and hook.save_best:
+            return True
+    return False
 
 
 @HOOKS.register_module()
@@ -29,15 +53,23 @@ class CRDMemoryBankHook(Hook):
         bank_dtype (str): 'float32' or 'float16' storage (half an ImageNet bank's memory).
         seed (int, optional): seeds bank initialisation and negative sampling;
             defaults to the runner's seed (identical on every rank).
+        shard_banks (bool): store each bank's rows split across the W ranks
+            (:class:`~crd_mm.memory.ShardedMemoryBank`, N x D x bytes x 2 / W
+            per rank) instead of whole on every rank; negatives, losses and
+            updates are those of replicated banks. Checkpoints hold the whole
+            banks (gathered on rank 0), so a resume may use another world size.
+            Losses with ``memory='queue'`` keep their (small) queue on every rank.
     """
 
     priority = 'NORMAL'
 
-    def __init__(self, bank_dtype: str = 'float32', seed: Optional[int] = None):
+    def __init__(self, bank_dtype: str = 'float32', seed: Optional[int] = None, shard_banks: bool = False):
         if bank_dtype not in ('float32', 'float16', 'bfloat16'):
             raise ValueError(f"bank_dtype must be 'float32', 'float16' or 'bfloat16', got {bank_dtype!r}")
         self.bank_dtype = getattr(torch, bank_dtype)
         self.seed = seed
+        self.shard_banks = shard_banks
+        self._gathered: Dict[str, Optional[dict]] = {}  # sharded banks' whole state, prepared for a save
         self.banks: Dict[str, ContrastMemoryBank] = {}
         self._resumed_state: Optional[dict] = None
 
@@ -75,17 +107,39 @@ class CRDMemoryBankHook(Hook):
                 raise ValueError(
                     f'{name} samples by class but the training set ({type(dataset).__name__}) has '
                     "no get_gt_labels(); set negative_sampling='uniform' and positive='exact'")
-            bank = ContrastMemoryBank(
-                num_samples, spec['feat_dim'], spec['momentum'],
-                labels=labels if spec['needs_labels'] else None,
-                device=device, dtype=self.bank_dtype, seed=seed + ordinal)
+            bank = self._build_memory(spec, num_samples, labels if spec['needs_labels'] else None, device,
+                                      seed + ordinal)
             client.attach_memory_bank(bank)
             self.banks[name] = bank
+        if self.shard_banks and not any(isinstance(b, ShardedMemoryBank) for b in self.banks.values()):
+            raise ValueError("CRDMemoryBankHook(shard_banks=True) has no bank to shard: every loss uses "
+                             "memory='queue'; drop shard_banks")
         if self._resumed_state is not None:
             self._restore(self._resumed_state)
             self._resumed_state = None
         print_log(f'CRDMemoryBankHook: {len(self.banks)} bank(s) of {num_samples} samples on '
                   f'{device} ({self.bank_dtype}): {", ".join(self.banks)}', logger='current')
+
+    def _build_memory(self, spec: dict, num_samples: int, labels, device, seed: int):
+        """A loss's memory: a queue if it asks for one, else a (sharded or replicated) bank."""
+        if spec.get('memory', 'bank') == 'queue':
+            return ContrastQueue(num_samples, spec['queue_size'], spec['feat_dim'], labels=labels, device=device,
+                                 dtype=self.bank_dtype, seed=seed)
+        bank_type = ShardedMemoryBank if self.shard_banks else ContrastMemoryBank
+        return bank_type(num_samples, spec['feat_dim'], spec['momentum'], labels=labels, device=device,
+                         dtype=self.bank_dtype, seed=seed)
+
+    def _gather_for_checkpoint(self, runner, event: str) -> None:
+        """Before a scheduled save (rank 0 only), gather sharded banks whole on rank 0. Collective."""
+        if checkpoint_due(runner, event):
+            self._gathered = {name: bank.state_dict() for name, bank in self.banks.items()
+                              if isinstance(bank, ShardedMemoryBank)}
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather_for_checkpoint(runner, 'epoch')
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._gather_for_checkpoint(runner, 'val')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         for bank in self.banks.values():
@@ -100,10 +154,19 @@ class CRDMemoryBankHook(Hook):
                 health.update(z_s=float(bank.normalizers[0]), z_t=float(bank.normalizers[1]))
             for key, value in health.items():
                 runner.message_hub.update_scalar(f'train/{tag}/{key}', value)
+        self._gather_for_checkpoint(runner, 'iter')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.banks:
-            checkpoint[CHECKPOINT_KEY] = {name: bank.state_dict() for name, bank in self.banks.items()}
+            states = {name: self._gathered.get(name) if isinstance(bank, ShardedMemoryBank) else bank.state_dict()
+                      for name, bank in self.banks.items()}
+            self._gathered = {}
+            if any(state is None for state in states.values()):
+                print_log('CRDMemoryBankHook: this checkpoint is saved outside CheckpointHook\'s schedule, so '
+                          'the sharded memory banks were not gathered; it holds no memory banks and a resume '
+                          'from it starts them fresh', logger='current', level=30)
+                return
+            checkpoint[CHECKPOINT_KEY] = states
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Called on resume (before ``before_train``): keep the banks' state until they are built."""
@@ -122,4 +185,8 @@ class CRDMemoryBankHook(Hook):
             raise KeyError(f'the resumed checkpoint has no memory bank for {missing}; it holds '
                            f'{sorted(state)}. Resume from a checkpoint of the same config.')
         for name, bank in self.banks.items():
+            if ('queue_size' in state[name]) != isinstance(bank, ContrastQueue):
+                raise ValueError(f"the resumed checkpoint's memory for '{name}' is a "
+                                 f"{'queue' if 'queue_size' in state[name] else 'bank'} but this config's loss "
+                                 "uses the other kind (CRDLoss memory=): resume with the same config")
             bank.load_state_dict(state[name], name=f"memory bank '{name}'")

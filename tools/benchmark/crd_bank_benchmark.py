@@ -1,4 +1,4 @@
-"""Benchmark crd_mm's CRD against mmrazor 1.0.0's CRDLoss on identical inputs, in one run.
+"""Benchmark crd_mm's CRD against mmrazor 1.0.0's and torchdistill 1.1.5's CRDLoss on identical inputs, in one run.
 
 For each scale (CIFAR-100: N=50,000, B=64; ImageNet: N=1,281,167, B=256; K=16384,
 D=128) it measures, each case in a fresh subprocess so peaks do not mix:
@@ -10,7 +10,12 @@ D=128) it measures, each case in a fresh subprocess so peaks do not mix:
   * bytes each rank sends per step to keep banks consistent.
 Results are printed as a Markdown table and, with ``--out``, written to a file.
 
-    python tools/benchmark/crd_bank_benchmark.py --out docs/benchmarks/crd_cpu.md
+torchdistill is a benchmark-only dependency, never a runtime one; install it
+(without its dependencies, it needs only torch here) into a folder of its own,
+which ``--deps-dir`` puts on ``sys.path``; without it the torchdistill case is skipped:
+
+    pip install --no-deps --target /tmp/crd_mm_benchmark_deps torchdistill==1.1.5
+    python tools/benchmark/crd_bank_benchmark.py --deps-dir /tmp/crd_mm_benchmark_deps
 """
 import argparse
 import json
@@ -23,7 +28,7 @@ import time
 
 SCALES = dict(cifar100=dict(num_samples=50_000, batch=64, classes=100),
               imagenet=dict(num_samples=1_281_167, batch=256, classes=1000))
-CASES = ('mmrazor', 'crd_mm-per-sample', 'crd_mm-shared')
+CASES = ('mmrazor', 'torchdistill', 'crd_mm-per-sample', 'crd_mm-shared')
 NUM_NEGATIVES, FEAT_DIM = 16384, 128
 
 
@@ -69,7 +74,7 @@ def time_steps(step, steps, device):
     return step_s, peak
 
 
-def run_case(case, scale, steps, device):
+def run_case(case, scale, steps, device, deps_dir=None):
     """Build the bank and run ``steps`` timed steps (after one warm-up) of one case."""
     import torch
     import torch.nn.functional as F
@@ -88,6 +93,12 @@ def run_case(case, scale, steps, device):
     if case == 'mmrazor':
         loss = MMRazorCRDLoss(neg_num=NUM_NEGATIVES, sample_n=n, dim_out=FEAT_DIM).to(device)
         sent = 0  # its banks are per-rank buffers: nothing is synchronised
+    elif case == 'torchdistill':
+        sys.path.insert(0, deps_dir)
+        from torchdistill.losses.mid_level import CRDLoss as TorchdistillCRDLoss
+        # its forward reads io dicts: embeddings at module paths 's'/'t', indices at 'e'
+        loss = TorchdistillCRDLoss('s', 'e', 't', FEAT_DIM, n, NUM_NEGATIVES, n).to(device)
+        sent = 0  # per-rank buffers, as mmrazor's
     else:
         shared = case.endswith('shared')
         loss = CRDLoss(num_negatives=NUM_NEGATIVES, feat_dim=FEAT_DIM, share_negatives=shared,
@@ -106,6 +117,12 @@ def run_case(case, scale, steps, device):
         samples = [BaseDataElement(sample_idx=j) for j in idx]
         if case == 'mmrazor':
             loss(e_s, e_t, samples).backward()
+        elif case == 'torchdistill':
+            # its negatives come from its dataset wrapper (data loading), drawn here uniformly
+            contrast = torch.randint(0, n, (b, NUM_NEGATIVES + 1), device=device)
+            contrast[:, 0] = idx
+            loss({'s': {'output': e_s}, 'e': {'input': {'pos_idx': idx, 'contrast_idx': contrast}}},
+                 {'t': {'output': e_t}}).backward()
         else:
             bank.reseed(i)
             loss(e_s, e_t, samples).backward()
@@ -124,18 +141,22 @@ def main():
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out', help='write the Markdown report here')
+    parser.add_argument('--deps-dir', help='folder holding torchdistill (pip install --target); '
+                        'without it the torchdistill case is skipped')
     parser.add_argument('--case', help=argparse.SUPPRESS)
     parser.add_argument('--scale', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:  # child process: one measurement, as JSON
-        print(json.dumps(run_case(args.case, args.scale, args.steps, args.device)))
+        print(json.dumps(run_case(args.case, args.scale, args.steps, args.device, args.deps_dir)))
         return
 
     rows = []
+    cases = [c for c in CASES if c != 'torchdistill' or args.deps_dir]
     for scale in args.scales:
-        for case in CASES:
+        for case in cases:
             out = subprocess.run([sys.executable, __file__, '--case', case, '--scale', scale,
-                                  '--steps', str(args.steps), '--device', args.device],
+                                  '--steps', str(args.steps), '--device', args.device]
+                                 + (['--deps-dir', os.path.abspath(args.deps_dir)] if args.deps_dir else []),
                                  check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(f'{scale} {case}: {rows[-1]}', file=sys.stderr)
@@ -149,7 +170,7 @@ def main():
     for row in rows:
         ref = next(r for r in rows if r['scale'] == row['scale'] and r['case'] == 'mmrazor')
         sync = ('0 (banks diverge); ' f"{ref['broadcast_bytes'] / 1e6:.0f} MB if buffers are broadcast"
-                if row['case'] == 'mmrazor' else f"{row['sync_bytes_per_step'] / 1e3:.1f} KB")
+                if row['case'] in ('mmrazor', 'torchdistill') else f"{row['sync_bytes_per_step'] / 1e3:.1f} KB")
         lines.append(f"| {row['scale']} | {row['case']} | {row['build_s']:.2f} | {row['step_s']:.3f} | "
                      f"{row['peak_bytes'] / 2**20:.0f} | {ref['step_s'] / row['step_s']:.2f}x | "
                      f"{ref['peak_bytes'] / max(row['peak_bytes'], 1):.2f}x | {sync} |")

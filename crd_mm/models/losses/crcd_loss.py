@@ -170,12 +170,13 @@ class CRCDLoss(nn.Module, MemoryBankClient):
                       negative: torch.Tensor) -> torch.Tensor:
         """The weighted CRCD loss for given indices and negatives (no sampling, no bank update)."""
         bank = self.require_memory_bank()
-        contrast_idx = torch.cat([idx[:, None], negative], 1)
+        # the rows these indices address (the banks themselves, or rows fetched from a sharded bank's owners)
+        student, teacher, (idx, contrast_idx) = bank.contrast_rows(idx, torch.cat([idx[:, None], negative], 1))
         with torch.autocast(device_type=s_embeds.device.type, enabled=False):
-            scores_s = relation_scores(s_embeds, bank.teacher.index_select(0, idx), bank.teacher,
-                                       contrast_idx, self.temperature)
-            scores_t = relation_scores(t_embeds, bank.student.index_select(0, idx), bank.student,
-                                       contrast_idx, self.temperature)
+            scores_s = relation_scores(s_embeds, teacher.index_select(0, idx), teacher, contrast_idx,
+                                       self.temperature)
+            scores_t = relation_scores(t_embeds, student.index_select(0, idx), student, contrast_idx,
+                                       self.temperature)
             log_z_s, log_z_t = bank.log_normalizers(scores_s, scores_t)
             loss = (nce_loss(scores_s - log_z_s, bank.num_samples, self.eps)
                     + nce_loss(scores_t - log_z_t, bank.num_samples, self.eps))

@@ -8,7 +8,7 @@ from mmrazor.registry import MODELS
 from torch import nn
 
 from ...memory import MemoryBankClient
-from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES
+from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES, Contrast
 
 
 def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
@@ -26,6 +26,9 @@ def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
         values.append(torch.as_tensor(sample.sample_idx).reshape(()))
     return torch.stack(values).to(device=device, dtype=torch.long)
 
+
+MEMORY_KINDS = ('bank', 'queue')
+DEFAULT_NUM_NEGATIVES = 16384
 
 # Score all N bank rows instead of gathering B (K + 1) rows when N * ratio <= (K + 1) * D:
 # a matrix-product element costs far less than a gathered one (CIFAR: 4.7x faster).
@@ -68,6 +71,23 @@ def checked_batch_indices(name: str, bank, data_samples: Sequence, s_embeds: tor
         if labels is not None:
             bank.check_labels(idx, labels)
     return idx
+
+
+def check_memory_settings(memory: str, queue_size: Optional[int], num_negatives: Optional[int],
+                          positive: str, share_negatives: bool):
+    """Refuse memory options that cannot be combined (a queue has no per-sample draws or relaxed positives)."""
+    if memory not in MEMORY_KINDS:
+        raise ValueError(f'memory must be one of {MEMORY_KINDS}, got {memory!r}')
+    if memory == 'bank':
+        if queue_size is not None:
+            raise ValueError("queue_size applies to memory='queue' only; set memory='queue' or drop queue_size")
+        return
+    if queue_size is None or queue_size < 1:
+        raise ValueError(f"memory='queue' needs queue_size >= 1 (the number of queued negatives), got {queue_size}")
+    if num_negatives is not None or share_negatives or positive != 'exact':
+        raise ValueError("memory='queue' uses every queued embedding as a negative of every sample and the "
+                         "sample's own embedding as its positive: num_negatives, share_negatives=True and "
+                         "positive='relax' do not apply (set queue_size instead)")
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -140,13 +160,21 @@ def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Te
     return logits / temperature
 
 
-def nce_loss(log_probs: torch.Tensor, num_samples: int, eps: float) -> torch.Tensor:
+def nce_loss(log_probs: torch.Tensor, num_samples: int, eps: float,
+             valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """CRD's NCE objective (paper Eq. 18) from log P = score - log Z, noise distribution Pn = 1/N.
 
     With c = K Pn + eps: log D1 = log P_0 - log(P_0 + c) and log D0 = log(K Pn) - log(P_k + c),
     so the loss -(sum log D1 + sum log D0) / B needs one exp and one log per score.
+    ``valid`` (B, K + 1), column 0 True, leaves out masked negatives: sample i then
+    has K_i = its number of valid negatives (a queue's class-aware masking).
     """
     batch, num = log_probs.shape
+    if valid is not None:
+        k = valid[:, 1:].sum(1).to(log_probs.dtype)
+        k_pn = k / num_samples
+        log_denominators = torch.log(log_probs.exp() + (k_pn + eps)[:, None])
+        return ((log_denominators * valid).sum() - log_probs[:, 0].sum() - torch.xlogy(k, k_pn).sum()) / batch
     k_pn = (num - 1) / num_samples
     log_denominators = torch.log(log_probs.exp() + (k_pn + eps))
     return (log_denominators.sum() - log_probs[:, 0].sum()) / batch - (num - 1) * math.log(k_pn)
@@ -169,7 +197,8 @@ class CRDLoss(nn.Module, MemoryBankClient):
     Args:
         loss_weight (float): multiplies the loss.
         temperature (float): T of the scores.
-        num_negatives (int): K negatives per sample (or per batch if shared).
+        num_negatives (int): K negatives per sample (or per batch if shared);
+            16384 when not set.
         momentum (float): bank update momentum.
         feat_dim (int): embedding width (the connectors' ``dim_out``).
         negative_sampling (str): 'class_exact' (other classes, the paper's
@@ -179,19 +208,28 @@ class CRDLoss(nn.Module, MemoryBankClient):
         share_negatives (bool): one set of K negatives for the whole batch,
             drawn uniformly (needs ``negative_sampling='uniform'``).
         eps (float): numerical guard of the NCE terms.
+        memory (str): 'bank' (N x D banks, the paper) or 'queue': negatives
+            are the ``queue_size`` most recent embeddings of all ranks
+            (:class:`~crd_mm.memory.ContrastQueue`; memory independent of N;
+            num_negatives, share_negatives and positive='relax' do not apply).
+        queue_size (int): Q, the queue's length (``memory='queue'`` only).
     """
 
     def __init__(self,
                  loss_weight: float = 1.0,
                  temperature: float = 0.07,
-                 num_negatives: int = 16384,
+                 num_negatives: Optional[int] = None,
                  momentum: float = 0.5,
                  feat_dim: int = 128,
                  negative_sampling: str = 'class_exact',
                  positive: str = 'exact',
                  share_negatives: bool = False,
-                 eps: float = 1e-7):
+                 eps: float = 1e-7,
+                 memory: str = 'bank',
+                 queue_size: Optional[int] = None):
         super().__init__()
+        check_memory_settings(memory, queue_size, num_negatives, positive, share_negatives)
+        num_negatives = DEFAULT_NUM_NEGATIVES if num_negatives is None else num_negatives
         check_bank_loss_settings('CRDLoss', negative_sampling, num_negatives, temperature, momentum)
         if positive not in POSITIVE_MODES:
             raise ValueError(f'positive must be one of {POSITIVE_MODES}, got {positive!r}')
@@ -207,29 +245,38 @@ class CRDLoss(nn.Module, MemoryBankClient):
         self.positive = positive
         self.share_negatives = share_negatives
         self.eps = eps
+        self.memory = memory
+        self.queue_size = queue_size
 
     def bank_requirements(self) -> dict:
         needs_labels = self.negative_sampling == 'class_exact' or self.positive == 'relax'
-        return dict(feat_dim=self.feat_dim, momentum=self.momentum, needs_labels=needs_labels)
+        return dict(feat_dim=self.feat_dim, momentum=self.momentum, needs_labels=needs_labels,
+                    memory=self.memory, queue_size=self.queue_size)
 
     def forward(self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence) -> torch.Tensor:
-        bank = self.require_memory_bank()
-        idx = checked_batch_indices(type(self).__name__, bank, data_samples, s_feats, t_feats, self.feat_dim)
-        positive = bank.positives(idx, self.positive)
-        negative = bank.negatives(idx, self.num_negatives, self.negative_sampling, self.share_negatives)
-        loss = self.contrast_loss(s_feats, t_feats, positive, negative)
-        bank.stage(idx, s_feats, t_feats)
+        memory = self.require_memory_bank()
+        idx = checked_batch_indices(type(self).__name__, memory, data_samples, s_feats, t_feats, self.feat_dim)
+        contrast = memory.contrast(idx, s_feats, t_feats, positive=self.positive, num_negatives=self.num_negatives,
+                                   negative_sampling=self.negative_sampling, shared=self.share_negatives)
+        loss = self.scored_loss(s_feats, t_feats, contrast)
+        memory.stage(idx, s_feats, t_feats)
         return loss
 
     def contrast_loss(self, s_feats: torch.Tensor, t_feats: torch.Tensor,
                       positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """The weighted CRD loss for given contrast indices (no sampling, no bank update)."""
-        bank = self.require_memory_bank()
+        """The weighted CRD loss for given bank indices (no sampling, no bank update)."""
+        return self.scored_loss(s_feats, t_feats, self.require_memory_bank().select(positive, negative))
+
+    def scored_loss(self, s_feats: torch.Tensor, t_feats: torch.Tensor, contrast: Contrast) -> torch.Tensor:
+        """The weighted CRD loss of the rows a memory selected (student anchors against teacher rows)."""
+        memory = self.require_memory_bank()
         device_type = s_feats.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            scores_s = contrast_scores(s_feats, bank.teacher, positive, negative, self.temperature)
-            scores_t = contrast_scores(t_feats, bank.student, positive, negative, self.temperature)
-            log_z_s, log_z_t = bank.log_normalizers(scores_s, scores_t)
-            loss = (nce_loss(scores_s - log_z_s, bank.num_samples, self.eps)
-                    + nce_loss(scores_t - log_z_t, bank.num_samples, self.eps))
+            scores_s = contrast_scores(s_feats, contrast.teacher, contrast.positive, contrast.negative,
+                                       self.temperature)
+            scores_t = contrast_scores(t_feats, contrast.student, contrast.positive, contrast.negative,
+                                       self.temperature)
+            log_z_s, log_z_t = memory.log_normalizers(scores_s, scores_t, contrast.valid)
+            loss = (nce_loss(scores_s - log_z_s, contrast.noise_size, self.eps, contrast.valid)
+                    + nce_loss(scores_t - log_z_t, contrast.noise_size, self.eps, contrast.valid))
         return self.loss_weight * loss
