@@ -1,5 +1,6 @@
 """CRD core: parity with mmrazor's CRD, sampling, synchronised bank updates, bad input."""
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -295,4 +296,4 @@ def test_resuming_a_checkpoint_without_this_loss_bank_is_refused():
     hook.banks = {'distiller.distill_losses.loss_crd': ContrastMemoryBank(10, 4, momentum=0.5)}
     other = {'distiller.distill_losses.loss_other': ContrastMemoryBank(10, 4, momentum=0.5).state_dict()}
     with pytest.raises(KeyError, match="no memory bank for \\['distiller.distill_losses.loss_crd'\\]"):
-        hook.after_load_checkpoint(None, {'crd_memory_banks': other})
+        hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'crd_memory_banks': other})

@@ -161,8 +161,9 @@ class ContrastMemoryBank:
         device: where the banks live (the model's device).
         dtype: storage dtype; float16 halves an ImageNet bank (scores are
             always computed in float32).
-        seed (int): seeds the initial rows (identical on every rank) and,
-            with the rank and the iteration, the negative sampler.
+        seed (int): seeds the initial rows and, with the rank and the
+            iteration, the negative sampler; must be the same on every rank
+            (the hook makes sure of it).
     """
 
     def __init__(self,
@@ -194,6 +195,15 @@ class ContrastMemoryBank:
     def _uniform_rows(self, stream: int) -> torch.Tensor:
         """CRD's initial rows (:func:`initial_rows`), identical on every rank and device."""
         return initial_rows(self.num_samples, self.feat_dim, stream, self.dtype).to(self.device)
+
+    def fingerprint(self) -> torch.Tensor:
+        """A float64 checksum of both banks, Z and the written mask, to compare banks across ranks cheaply."""
+        weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
+        z = torch.zeros(2, device=self.device, dtype=torch.float64) if self.normalizers is None \
+            else self.normalizers.double()
+        return torch.cat([torch.stack([self.student.double().matmul(weights).sum(),
+                                       self.teacher.double().matmul(weights).sum(),
+                                       self.written.double().sum()]), z])
 
     def _index_classes(self, labels):
         """Sort sample indices by class so that per-class draws are offsets into one array."""

@@ -3,6 +3,7 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+from mmengine import dist
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -13,6 +14,36 @@ from .queue import ContrastQueue
 from .sharded import ShardedMemoryBank
 
 CHECKPOINT_KEY = 'crd_memory_banks'
+WORLD_SIZE_KEY = 'crd_memory_world_size'
+
+
+def shared_seed(runner, configured: Optional[int], device) -> int:
+    """The seed of the banks' initial rows and sampler base: rank 0's, identical on every rank.
+
+    With ``randomness=dict(diff_rank_seed=True)`` mmengine gives rank r the seed
+    S + r (and a seed it drew at random when none is set); banks seeded from
+    that would start different on every rank. Rank 0's seed is broadcast instead
+    (the sampler still mixes in the rank, so negatives differ between ranks).
+    """
+    seed = torch.tensor([configured if configured is not None else (runner.seed or 0)],
+                        dtype=torch.int64, device=device)
+    dist.broadcast(seed, src=0)
+    return int(seed.item())
+
+
+def check_ranks_agree(banks: Dict[str, 'ContrastMemoryBank'], when: str) -> None:
+    """Raise if any rank's banks differ from the others' (a cheap checksum, one all-reduce)."""
+    if dist.get_world_size() == 1 or not banks:
+        return
+    local = torch.cat([bank.fingerprint() for bank in banks.values()])
+    low, high = local.clone(), local.clone()
+    dist.all_reduce(low, op='min')
+    dist.all_reduce(high, op='max')
+    if not torch.equal(low, high):
+        raise RuntimeError(
+            f'CRDMemoryBankHook: the memory banks differ between ranks {when}. Every rank must build '
+            'them from the same training set, config and seed; check that all processes run the same '
+            'config and data, and resume all ranks from the same checkpoint.')
 
 
 def checkpoint_due(runner, event: str) -> bool:
@@ -52,7 +83,8 @@ class CRDMemoryBankHook(Hook):
     Args:
         bank_dtype (str): 'float32' or 'float16' storage (half an ImageNet bank's memory).
         seed (int, optional): seeds bank initialisation and negative sampling;
-            defaults to the runner's seed (identical on every rank).
+            defaults to the runner's seed, taken from rank 0 (identical on
+            every rank, also with ``diff_rank_seed=True``).
         shard_banks (bool): store each bank's rows split across the W ranks
             (:class:`~crd_mm.memory.ShardedMemoryBank`, N x D x bytes x 2 / W
             per rank) instead of whole on every rank; negatives, losses and
@@ -100,7 +132,7 @@ class CRDMemoryBankHook(Hook):
         needs_labels = any(c.bank_requirements()['needs_labels'] for c in clients.values())
         labels = self._dataset_labels(dataset) if needs_labels else None
         device = next(runner.model.parameters()).device
-        seed = self.seed if self.seed is not None else (runner.seed or 0)
+        seed = shared_seed(runner, self.seed, device)
         for ordinal, (name, client) in enumerate(sorted(clients.items())):
             spec = client.bank_requirements()
             if spec['needs_labels'] and labels is None:
@@ -117,6 +149,7 @@ class CRDMemoryBankHook(Hook):
         if self._resumed_state is not None:
             self._restore(self._resumed_state)
             self._resumed_state = None
+        check_ranks_agree(self.banks, 'after they were built' + (' and restored' if runner._resume else ''))
         print_log(f'CRDMemoryBankHook: {len(self.banks)} bank(s) of {num_samples} samples on '
                   f'{device} ({self.bank_dtype}): {", ".join(self.banks)}', logger='current')
 
@@ -167,19 +200,32 @@ class CRDMemoryBankHook(Hook):
                           'from it starts them fresh', logger='current', level=30)
                 return
             checkpoint[CHECKPOINT_KEY] = states
+            checkpoint[WORLD_SIZE_KEY] = dist.get_world_size()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Called on resume (before ``before_train``): keep the banks' state until they are built."""
+        """On resume (before ``before_train``), keep the banks' state until they are built.
+
+        Like mmengine's ``EMAHook``, state is restored only when the runner
+        resumes: ``load_from`` without ``resume`` loads weights and the banks
+        start fresh.
+        """
+        if not runner._resume:
+            if CHECKPOINT_KEY in checkpoint:
+                print_log('CRDMemoryBankHook: load_from loads weights only; the memory banks and '
+                          "normalisation constants start fresh (use resume=True to restore them)",
+                          logger='current')
+            return
         if CHECKPOINT_KEY not in checkpoint:
             print_log('CRDMemoryBankHook: the resumed checkpoint has no memory banks; they start '
                       'fresh', logger='current', level=30)
             return
-        self._resumed_state = checkpoint[CHECKPOINT_KEY]
+        self._resumed_state = {key: checkpoint.get(key) for key in (CHECKPOINT_KEY, WORLD_SIZE_KEY)}
         if self.banks:  # resumed after the banks were built
             self._restore(self._resumed_state)
             self._resumed_state = None
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, checkpoint: dict) -> None:
+        state = checkpoint[CHECKPOINT_KEY]
         missing = sorted(set(self.banks) - set(state))
         if missing:
             raise KeyError(f'the resumed checkpoint has no memory bank for {missing}; it holds '
@@ -190,3 +236,10 @@ class CRDMemoryBankHook(Hook):
                                  f"{'queue' if 'queue_size' in state[name] else 'bank'} but this config's loss "
                                  "uses the other kind (CRDLoss memory=): resume with the same config")
             bank.load_state_dict(state[name], name=f"memory bank '{name}'")
+        saved_world_size = checkpoint.get(WORLD_SIZE_KEY)
+        if saved_world_size is not None and saved_world_size != dist.get_world_size():
+            print_log(f'CRDMemoryBankHook: resuming on {dist.get_world_size()} process(es) a run '
+                      f'checkpointed on {saved_world_size}. The memory banks, normalisation constants '
+                      'and coverage are restored, but the data order (the sampler splits the data by '
+                      'rank) and the negatives drawn (seeded by rank) differ from an uninterrupted '
+                      f'{saved_world_size}-process run.', logger='current', level=30)
