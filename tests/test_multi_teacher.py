@@ -10,7 +10,6 @@ import shutil
 
 import pytest
 import torch
-import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
@@ -118,7 +117,8 @@ def test_two_gloo_processes_keep_every_bank_identical(make_imagefolder, tmp_path
     # 9 samples on 2 ranks: mmengine's sampler pads to 10 by repeating one sample
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=3)
     cfg = multi_teacher_config(data, tmp_path / 'work', paths(teacher_ckpts), batch_size=2,
-                               hooks=[dict(type='CRDMemoryBankHook'), dict(type='BankProbeHook', out_dir=str(tmp_path))],
+                               hooks=[dict(type='CRDMemoryBankHook'),
+                                      dict(type='BankProbeHook', out_dir=str(tmp_path))],
                                extra_imports=('bank_probe', ))
     cfg.dump(tmp_path / 'ensemble_dist.py')
     cmd.python(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port}',
