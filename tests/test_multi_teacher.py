@@ -368,3 +368,12 @@ def test_demo_ensemble_config_trains_through_tools_train(tmp_path, cmd):
     assert bank_log and all(f'distiller.distill_losses.loss_crd_{name}' in bank_log[0] for name in ckpts)
     val = [line for line in out.splitlines() if 'Epoch(val) [1]' in line and 'accuracy/top1' in line][-1]
     assert all(f'teacher.{name}.accuracy/top1:' in val for name in ckpts), val
+
+
+def test_readme_shows_the_whole_ensemble_config_as_it_is():
+    with open(osp.join(REPO_ROOT, 'README.md')) as f:
+        section = f.read().split('## Ensemble distillation', 1)[1]
+    path = section.split('The whole of\n`', 1)[1].split('`', 1)[0]
+    shown = section.split('```python\n', 1)[1].split('```', 1)[0]
+    with open(osp.join(REPO_ROOT, path)) as f:
+        assert shown == f.read(), path
