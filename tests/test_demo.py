@@ -44,7 +44,7 @@ def test_demo_config_parses_and_builds(config):
     if distill:
         # the student is clearly smaller than the teacher
         assert num_params(model.teacher) > 3 * num_params(model.student)
-        assert cfg.val_cfg.type.endswith('SingleTeacherDistillValLoop')
+        assert cfg.val_cfg.type.endswith(('SingleTeacherDistillValLoop', 'CrossModalDistillValLoop'))
         assert len(model.distiller.distill_losses) >= 1
 
 
@@ -67,7 +67,7 @@ def test_rows_cover_every_demo_config_and_the_teacher_comes_first():
 def test_demo_smoke_runs_every_row_end_to_end(cmd, tmp_path):
     """The whole demo, one epoch on subsets, through tools/train.py subprocesses."""
     demo = load_demo()
-    out = cmd.python(['tools/demo.py', '--smoke', '--work-dir', tmp_path], timeout=300)
+    out = cmd.python(['tools/demo.py', '--smoke', '--work-dir', tmp_path], timeout=600)
     assert 'Epoch(train)' in out and 'Epoch(val)' in out  # mmengine's progress logging
     assert re.search(r'Total wall time: \d+ s', out)
 
@@ -85,6 +85,15 @@ def test_demo_smoke_runs_every_row_end_to_end(cmd, tmp_path):
     assert len(distill_rows) >= 4
     assert all(r[3] == teacher_acc for r in distill_rows)
     assert osp.isfile(tmp_path / 'teacher' / 'epoch_1.pth')
+    # the linear probe ran, on the last row of each probe task only
+    last_of_task = {row.probe: row.config for row in demo.ROWS}
+    for r, row in zip(rows, demo.ROWS):
+        if row.config in last_of_task.values():
+            assert 0.0 <= float(r[4]) <= 100.0
+            assert osp.isfile(tmp_path / 'linear_probe' / osp.splitext(osp.basename(row.config))[0] /
+                              'linear_probe.json')
+        else:
+            assert r[4] == ''
 
 
 def test_dist_train_trains_the_demo_crd_config_on_two_processes(cmd, tmp_path, free_port):
