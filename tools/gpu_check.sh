@@ -33,16 +33,18 @@ LIMIT_MB=60
 # Exact versions, so that --prepare today and next year give the same folder. NATIVE
 # packages contain compiled code (one wheel per Python; opencv's is abi3, one for both);
 # PURE ones are fetched as py3-none-any wheels (fonttools has both kinds: its pure one is
-# 1.2 MB, the compiled ones 5.5 MB per Python).
-NATIVE=(pyyaml==6.0.4 opencv-python-headless==4.10.0.84 matplotlib==3.11.2 contourpy==1.3.2 kiwisolver==1.5.1)
+# 1.2 MB, the compiled ones 5.5 MB per Python). Declared dependencies that nothing in the
+# check imports are left out (contourpy, click, tzdata, markdown-it-py, mdurl): the wheels
+# are installed with --no-deps. setuptools provides `distutils` on Python 3.12, which
+# mmengine's collect_env imports for every Runner, and pkg_resources for `mmpretrain::` scopes.
+NATIVE=(pyyaml==6.0.4 opencv-python-headless==4.10.0.84 matplotlib==3.11.2 kiwisolver==1.5.1)
 PURE=(
   mmengine==0.10.7 mmcv-lite==2.1.0 mmpretrain==1.2.0 mmrazor==1.0.0
-  addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0
-  rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2
+  addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0 rich==15.0.0
   einops==0.8.2 importlib-metadata==10.2.0 zipp==4.1.2 lazy-importer==0.1.0 mat4py==0.6.0
-  modelindex==0.0.2 model-index==0.1.11 ordered-set==4.1.0 click==8.5.1 markdown==3.11.3
-  joblib==1.6.0 cloudpickle==3.1.3 packaging==26.4
-  fonttools==4.68.0 cycler==0.12.1 pyparsing==3.3.3 python-dateutil==4.0.0 tzdata==2026.6
+  modelindex==0.0.2 model-index==0.1.11 ordered-set==4.1.0 markdown==3.11.3
+  joblib==1.6.0 cloudpickle==3.1.3 packaging==26.4 setuptools==80.10.2
+  fonttools==4.68.0 cycler==0.12.1 pyparsing==3.3.3 python-dateutil==4.0.0
   pytest==8.3.5 pytest-timeout==2.4.0 iniconfig==2.3.1 pluggy==1.7.0
 )
 
@@ -96,10 +98,10 @@ EOF
 check_machine() {
   "$PYTHON" - "$DEVICE" <<'EOF'
 import importlib.util, sys
-missing = [m for m in ('torch', 'torchvision', 'numpy', 'PIL', 'lzma', 'pip') if importlib.util.find_spec(m) is None]
+missing = [m for m in ('torch', 'torchvision', 'numpy', 'PIL', 'lzma', 'pip', 'venv') if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f'[gpu_check] {sys.executable} lacks {missing}: the check needs Python with torch, torchvision '
-             '(it brings numpy and Pillow), lzma and pip; set PYTHON to such an interpreter')
+             '(it brings numpy and Pillow), lzma, pip and venv; set PYTHON to such an interpreter')
 if sys.version_info[:2] not in ((3, 11), (3, 12)):
     sys.exit(f'[gpu_check] the prepared wheels are for Python 3.11 and 3.12, not {sys.version.split()[0]}; '
              'run --prepare with PY_VERSIONS set to this version')
