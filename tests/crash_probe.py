@@ -33,8 +33,9 @@ class _StallingFile:
         half = bytes(data)[:max(1, len(data) // 2)]
         self._file.write(half)
         self._file.flush()
-        with open(self._marker, 'w') as f:
+        with open(f'{self._marker}.tmp', 'w') as f:  # complete before the test can see it
             f.write(self._path)
+        os.replace(f'{self._marker}.tmp', self._marker)
         time.sleep(STALL_LIMIT_S)
         os._exit(3)
 
