@@ -1,5 +1,7 @@
 """tools/analysis/linear_probe.py: a linear head on a trained network's frozen backbone, on another dataset."""
+import importlib.util
 import json
+import os.path as osp
 
 import pytest
 import torch
@@ -7,6 +9,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 import crd_mm  # noqa: F401  (registers LinearProbeClassifier)
 
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PROBE = 'tools/analysis/linear_probe.py'
 DIGITS = 'configs/demo/_base_digits.py'  # a dataset config: train/test loaders on the digits
 SUBSET = ['train_dataloader.dataset.indices=400', 'test_dataloader.dataset.indices=200']
@@ -75,3 +78,12 @@ def test_probe_refuses_a_checkpoint_of_another_model(tmp_path):
         MODELS.build(dict(probe, checkpoint_prefix='architecture.'))
     with pytest.raises(RuntimeError, match=r"the 'backbone.\*' weights do not fit the config's backbone"):
         MODELS.build(dict(probe, backbone=dict(type='CifarResNet', arch='resnet20')))
+
+
+def test_dataset_config_may_be_a_package_scoped_path():
+    spec = importlib.util.spec_from_file_location('linear_probe', osp.join(REPO_ROOT, PROBE))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    data = tool.load_config('mmpretrain::_base_/datasets/cifar10_bs16.py')
+    assert data.train_dataloader.dataset.type == data.test_dataloader.dataset.type == 'CIFAR10'
+    assert data.data_preprocessor.num_classes == 10
