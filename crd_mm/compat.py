@@ -157,6 +157,34 @@ def patch_atomic_checkpoint_save():
     APPLIED_PATCHES.append('mmengine.runner.save_checkpoint')
 
 
+def patch_keep_previous_checkpoint_until_saved():
+    """mmengine's CheckpointHook deletes the oldest checkpoint before writing the new one, so with max_keep_ckpts=1 a crash mid-save leaves none.
+
+    The hook's own bookkeeping runs unchanged; only the files it removes are
+    removed after the new checkpoint has been saved (not at all if saving fails).
+    """
+    from mmengine.hooks import CheckpointHook
+    original = CheckpointHook._save_checkpoint_with_step
+    if getattr(original, 'crd_mm_keeps_previous', False):
+        return
+
+    @functools.wraps(original)
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        backend, outdated = self.file_backend, []
+        backend.remove = outdated.append  # shadows LocalBackend.remove during the save
+        try:
+            original(self, runner, step, meta)
+        finally:
+            del backend.remove
+        for path in outdated:
+            backend.remove(path)
+
+    _save_checkpoint_with_step.crd_mm_keeps_previous = True
+    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
+    APPLIED_PATCHES.append('mmengine.hooks.CheckpointHook._save_checkpoint_with_step')
+
+
 patch_mmrazor_quantization()
 patch_checkpoint_allow_list()
 patch_atomic_checkpoint_save()
+patch_keep_previous_checkpoint_until_saved()

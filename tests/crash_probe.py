@@ -8,9 +8,11 @@ sleep: the test then kills the process with SIGKILL, so the kill lands while
 the checkpoint file is half written, whatever the save does. A resumed run
 finds the marker and saves normally.
 
-``in_place_save=True`` puts mmengine's own ``save_checkpoint`` (which writes
-the target file in place) back instead of crd_mm's atomic one, so a test can
-show that it would catch an in-place save.
+``undo`` puts mmengine's own code back in place of crd_mm's patches, so a test
+can show that it would catch what they prevent: ``'save'`` restores
+``save_checkpoint`` (writes the target file in place), ``'keep'`` restores
+``CheckpointHook._save_checkpoint_with_step`` (deletes the oldest checkpoint
+before writing the new one).
 """
 import builtins
 import os
@@ -53,11 +55,14 @@ class _StallingFile:
 class StallDuringSaveHook(Hook):
     priority = 'VERY_LOW'  # after CRDMemoryBankHook has put the banks into the checkpoint
 
-    def __init__(self, marker, stall_epoch=2, in_place_save=False):
+    def __init__(self, marker, stall_epoch=2, undo=()):
         self.marker, self.stall_epoch = marker, stall_epoch
-        if in_place_save:
+        if 'save' in undo:
             from mmengine.runner import runner as runner_module
             runner_module.save_checkpoint = runner_module.save_checkpoint.__wrapped__
+        if 'keep' in undo:
+            from mmengine.hooks import CheckpointHook
+            CheckpointHook._save_checkpoint_with_step = CheckpointHook._save_checkpoint_with_step.__wrapped__
 
     def before_save_checkpoint(self, runner, checkpoint):
         if checkpoint['meta']['epoch'] != self.stall_epoch or osp.exists(self.marker):

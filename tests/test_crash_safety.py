@@ -24,15 +24,24 @@ TESTS_DIR = osp.dirname(osp.abspath(__file__))
 PYTHONPATH = {'PYTHONPATH': osp.pathsep.join([osp.dirname(TESTS_DIR), TESTS_DIR])}
 
 
-def stalled_run_config(data, tmp_path, in_place_save):
-    """Two epochs of CRD, one fixed checkpoint name overwritten every epoch, stalled mid-save in epoch 2."""
+# Two ways of keeping only the latest checkpoint, each broken by what crd_mm.compat patches:
+# one fixed name overwritten every epoch (an in-place write truncates it) and mmengine's
+# max_keep_ckpts=1 (its CheckpointHook deletes the old file before writing the new one).
+KEEP_LATEST = {
+    'fixed-name': dict(checkpoint=dict(filename_tmpl='latest.pth'), previous='latest.pth',
+                       final='latest.pth', undo='save', killed_file='latest.pth'),
+    'max_keep_ckpts=1': dict(checkpoint=dict(max_keep_ckpts=1), previous='epoch_1.pth',
+                             final='epoch_2.pth', undo='keep', killed_file='epoch_2.pth'),
+}
+
+
+def stalled_run_config(data, tmp_path, keep_latest, undo=()):
+    """Two epochs of CRD, checkpoints every epoch, stalled half-way through writing epoch 2's."""
     cfg = crd_config(data, tmp_path / 'work', max_epochs=2,
                      hooks=[dict(type='CRDMemoryBankHook'),
-                            dict(type='StallDuringSaveHook', marker=str(tmp_path / 'stalled'),
-                                 in_place_save=in_place_save)],
+                            dict(type='StallDuringSaveHook', marker=str(tmp_path / 'stalled'), undo=undo)],
                      extra_imports=('crash_probe', ))
-    # keep-only-the-latest: every save overwrites the same file, the case an in-place write breaks
-    cfg.default_hooks.checkpoint.filename_tmpl = 'latest.pth'
+    cfg.default_hooks.checkpoint.update(KEEP_LATEST[keep_latest]['checkpoint'])
     path = tmp_path / 'crd_crash.py'
     cfg.dump(path)
     return path
@@ -59,36 +68,46 @@ def kill_when_stalled(cmd, config, marker, timeout=180):
         return f.read()
 
 
-def test_a_run_killed_while_saving_keeps_its_checkpoint_and_resumes(make_imagefolder, tmp_path, cmd):
+@pytest.mark.parametrize('keep_latest', list(KEEP_LATEST))
+def test_a_run_killed_while_saving_keeps_its_checkpoint_and_resumes(make_imagefolder, tmp_path, cmd, keep_latest):
+    case = KEEP_LATEST[keep_latest]
     data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
-    config = stalled_run_config(data, tmp_path, in_place_save=False)
-    checkpoint = tmp_path / 'work' / 'latest.pth'
+    config = stalled_run_config(data, tmp_path, keep_latest)
+    work = tmp_path / 'work'
 
     written = kill_when_stalled(cmd, config, tmp_path / 'stalled')
-    assert written == f'{checkpoint}.partial'  # killed while the new checkpoint was half written
-    previous = torch.load(checkpoint, map_location='cpu')  # weights_only, crd_mm's allow-list
+    assert written == f"{work / case['killed_file']}.partial"  # killed while the new checkpoint was half written
+    previous = torch.load(work / case['previous'], map_location='cpu')  # weights_only, crd_mm's allow-list
     assert previous['meta']['epoch'] == 1 and previous['meta']['iter'] == 2
     banks = previous['crd_memory_banks']['distiller.distill_losses.loss_crd']
     assert banks['written'].all() and banks['normalizers'] is not None
 
     out = cmd.python(['tools/train.py', config, '--resume', '--cfg-options', 'log_level=INFO'],
                      env=PYTHONPATH, timeout=180)
-    assert re.search(r'Auto resumed from the latest checkpoint \S*latest\.pth', out)
+    assert re.search(rf"Auto resumed from the latest checkpoint \S*{re.escape(case['previous'])}", out)
     assert 'resumed epoch: 1, iter: 2' in out
-    final = torch.load(checkpoint, map_location='cpu')
+    final = torch.load(work / case['final'], map_location='cpu')
     assert final['meta']['epoch'] == 2 and final['meta']['iter'] == 4
     assert not torch.equal(final['crd_memory_banks']['distiller.distill_losses.loss_crd']['student'],
                            banks['student'])
+    assert sorted(p.name for p in work.glob('*.pth')) == [case['final']]  # still keeps only the latest
 
 
-def test_the_kill_test_catches_an_in_place_save(make_imagefolder, tmp_path, cmd):
-    """Control: with mmengine's own save (writes the target in place) the same kill destroys the checkpoint."""
+@pytest.mark.slow
+@pytest.mark.parametrize('keep_latest', list(KEEP_LATEST))
+def test_the_kill_test_catches_what_compat_prevents(make_imagefolder, tmp_path, cmd, keep_latest):
+    """Control: with mmengine's own code (in-place write; delete before save) the same kill loses the checkpoint."""
+    case = KEEP_LATEST[keep_latest]
     data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
-    config = stalled_run_config(data, tmp_path, in_place_save=True)
-    checkpoint = tmp_path / 'work' / 'latest.pth'
-    assert kill_when_stalled(cmd, config, tmp_path / 'stalled') == str(checkpoint)
-    with pytest.raises(Exception):
-        torch.load(checkpoint, map_location='cpu')
+    config = stalled_run_config(data, tmp_path, keep_latest, undo=(case['undo'], ))
+    work = tmp_path / 'work'
+    written = kill_when_stalled(cmd, config, tmp_path / 'stalled')
+    if case['undo'] == 'save':
+        assert written == str(work / case['killed_file'])  # the checkpoint itself, in place
+        with pytest.raises(Exception):
+            torch.load(work / case['previous'], map_location='cpu')
+    else:
+        assert not (work / case['previous']).exists()
 
 
 SAVE_SCRIPT = '''
