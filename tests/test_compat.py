@@ -19,6 +19,7 @@ def test_crd_mm_imports_and_applies_the_patches_this_torch_needs():
     assert compat.QUANTIZATION_MODULE in compat.APPLIED_PATCHES
     assert 'torch.serialization.safe_globals' in compat.APPLIED_PATCHES
     assert 'mmengine.runner.save_checkpoint' in compat.APPLIED_PATCHES
+    assert 'mmengine.hooks.CheckpointHook._save_checkpoint_with_step' in compat.APPLIED_PATCHES
 
 
 def test_mmrazor_quantization_stand_in_explains_itself():
