@@ -53,17 +53,22 @@ def initial_rows(num_samples: int, feat_dim: int, stream: int, dtype=torch.float
     stop = num_samples if stop is None else stop
     stdv = 1.0 / math.sqrt(feat_dim / 3)
     size = -(-num_samples // INIT_CHUNKS)  # rows per chunk, as Tensor.chunk(INIT_CHUNKS) splits N
-    first, end = start // size, min(num_samples, -(-stop // size) * size)
-    rows = torch.empty(max(0, end - first * size), feat_dim, dtype=dtype)
-    chunks = rows.split(size)
+    rows = torch.empty(max(0, stop - start), feat_dim, dtype=dtype)
 
-    def fill(i):
-        seed = stream * INIT_CHUNKS + first + i
-        chunks[i].uniform_(-stdv, stdv, generator=torch.Generator().manual_seed(seed))
+    def fill(chunk):
+        low, high = chunk * size, min((chunk + 1) * size, num_samples)
+        generator = torch.Generator().manual_seed(stream * INIT_CHUNKS + chunk)
+        if start <= low and high <= stop:  # a whole chunk: drawn in place
+            rows[low - start:high - start].uniform_(-stdv, stdv, generator=generator)
+        else:  # a chunk cut by the slice: drawn whole, only the overlap kept
+            drawn = torch.empty(high - low, feat_dim, dtype=dtype).uniform_(-stdv, stdv, generator=generator)
+            first, last = max(low, start), min(high, stop)
+            rows[first - start:last - start] = drawn[first - low:last - low]
 
+    chunks = range(start // size, -(-stop // size)) if stop > start else range(0)
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-        list(pool.map(fill, range(len(chunks))))
-    return rows[start - first * size:stop - first * size]
+        list(pool.map(fill, chunks))
+    return rows
 
 
 def first_batch_normalizers(scores_student: torch.Tensor, scores_teacher: torch.Tensor, population: int,
