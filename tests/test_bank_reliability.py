@@ -111,7 +111,7 @@ def test_class_exact_negatives_are_uniform_over_the_other_classes_on_unbalanced_
     assert stats.chisquare(others).pvalue > 1e-3, others
 
 
-@pytest.mark.parametrize('bank_dtype', ['float16', 'bfloat16'])
+@pytest.mark.parametrize('bank_dtype', ['float16', pytest.param('bfloat16', marks=pytest.mark.slow)])
 def test_half_precision_banks_train_checkpoint_and_resume_exactly(make_imagefolder, tmp_path, bank_dtype):
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
     hooks = [dict(type='CRDMemoryBankHook', bank_dtype=bank_dtype)]

@@ -64,6 +64,7 @@ def test_rows_cover_every_demo_config_and_the_teacher_comes_first():
             assert cfg.model.teacher.backbone == teacher.model.backbone
 
 
+@pytest.mark.slow  # every demo row through tools/train.py: about 5 minutes on 2 cores
 def test_demo_smoke_runs_every_row_end_to_end(cmd, tmp_path):
     """The whole demo, one epoch on subsets, through tools/train.py subprocesses."""
     demo = load_demo()
