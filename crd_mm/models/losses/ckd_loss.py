@@ -17,7 +17,10 @@ class CKDLoss(nn.Module):
     teacher sample must pick its own student logits among the batch's:
     the loss is the cross-entropy of ``S / temperature`` against the
     diagonal, the other samples' student logits being the negatives. It has
-    no learnable parameters.
+    no learnable parameters. This is the authors' loss (ZhouXinzzzzz/CKD, an
+    mdistiller fork) term for term: row-normalised logits, teacher rows
+    against student columns, cross-entropy of ``S / T`` with the batch mean,
+    teacher logits without gradient; there is no deliberate difference.
 
     Args:
         loss_weight (float): Weight of the loss. The authors use 10 on

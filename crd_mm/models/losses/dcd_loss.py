@@ -33,12 +33,20 @@ class DCDLoss(nn.Module):
     Giakoumoglou and Stathaki, "Discriminative and Consistent Representation
     Distillation", arXiv:2407.11802 (2024). The student and teacher
     embeddings (L2-normalised, e.g. from two ``CRDConnector`` heads) give the
-    logits ``L = z_s @ z_t^T * min(exp(tau), max_logit_scale) + b``, where
-    ``tau`` and ``b`` are learnable scalars trained with the model. The loss
+    logits ``L = z_s @ z_t^T * min(exp(tau), max_logit_scale) + b``. The loss
     is the cross-entropy of each row of ``L`` against its diagonal (the other
     samples of the batch are the negatives) plus ``consistency_weight`` times
     ``KL(q_i || p_i)`` averaged over rows, with ``p_i`` the softmax of row
     ``i`` and ``q_i`` the softmax of column ``i``; neither side is detached.
+    This is the authors' loss (giakoumoglou/distillers) term for term.
+
+    ``tau`` and ``b`` are learnable scalars trained with the model, as the
+    paper and the authors' older CIFAR script have it
+    (``learnable_logit_scale=True``). The authors' current ImageNet script
+    never hands them to its optimiser, so there they stay at tau = 1, b = 0;
+    ``learnable_logit_scale=False`` reproduces that: they are then buffers,
+    not parameters, so no optimiser (nor weight decay) touches them, and
+    checkpoints keep the same keys. Our ImageNet DCD recipes use False.
 
     The bias ``b`` shifts every logit equally and cancels in each softmax, so
     its gradient is zero; it is kept because the authors' model has it.
@@ -51,6 +59,9 @@ class DCDLoss(nn.Module):
         max_logit_scale (float): Upper clamp of ``exp(tau)``. Defaults to 10.
         consistency_weight (float): Weight of the consistency (KL) term.
             Defaults to 0.5.
+        learnable_logit_scale (bool): Train ``tau`` and ``b`` (True) or keep
+            them fixed at their initial values (False, the authors'
+            ImageNet script). Defaults to True.
     """
 
     def __init__(self,
@@ -58,7 +69,8 @@ class DCDLoss(nn.Module):
                  init_temperature: float = 1.0,
                  init_bias: float = 0.0,
                  max_logit_scale: float = 10.0,
-                 consistency_weight: float = 0.5) -> None:
+                 consistency_weight: float = 0.5,
+                 learnable_logit_scale: bool = True) -> None:
         super().__init__()
         if max_logit_scale <= 0:
             raise ValueError(
@@ -66,8 +78,14 @@ class DCDLoss(nn.Module):
         self.loss_weight = loss_weight
         self.max_logit_scale = max_logit_scale
         self.consistency_weight = consistency_weight
-        self.tau = nn.Parameter(torch.tensor(float(init_temperature)))
-        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.learnable_logit_scale = learnable_logit_scale
+        tau = torch.tensor(float(init_temperature))
+        bias = torch.tensor(float(init_bias))
+        if learnable_logit_scale:
+            self.tau, self.bias = nn.Parameter(tau), nn.Parameter(bias)
+        else:
+            self.register_buffer('tau', tau)
+            self.register_buffer('bias', bias)
 
     def logits(self, s_embeds: torch.Tensor,
                t_embeds: torch.Tensor) -> torch.Tensor:
