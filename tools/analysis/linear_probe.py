@@ -31,11 +31,12 @@ import json
 import os.path as osp
 import tempfile
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
+from crd_mm.utils.analysis import student_of
 from crd_mm.utils.data_check import check_data
 
 METRIC = 'accuracy/top1'
@@ -64,13 +65,6 @@ def load_config(path: str) -> Config:
         with open(child, 'w') as f:
             f.write(f'_base_ = [{path!r}]\n')
         return Config.fromfile(child)
-
-
-def student_of(model_cfg: ConfigDict):
-    """The classifier to probe and the prefix of its weights in the checkpoint."""
-    if 'architecture' in model_cfg:
-        return model_cfg.architecture, 'architecture.'
-    return model_cfg, ''
 
 
 def num_classes_of(data: Config) -> int:
