@@ -109,7 +109,7 @@ def distill_loss(cfg, name):
 
 def method_of(path):
     """'crd', 'crd-kd', 'dcd', 'dcd-kd', 'crcd', 'ckd' or 'teacher', from the file name."""
-    if path.split(os.sep)[1] == 'cifar100_teachers':
+    if path.split(os.sep)[1] in ('cifar100_teachers', 'cifar100_students'):  # CE alone
         return 'teacher'
     if path.split(os.sep)[1] == 'ensemble':
         return 'ensemble'
@@ -132,12 +132,16 @@ def test_recipe_follows_the_paper(path):
     # common ImageNet one (8 x 32 images)
     opt = cfg.optim_wrapper.optimizer
     loader = cfg.train_dataloader
-    if imagenet:
+    if imagenet and method == 'ckd':  # the CKD authors' own schedule: tests/test_recipe_parity.py
+        pass
+    elif imagenet:
         assert (opt.lr, opt.weight_decay, loader.batch_size, cfg.train_cfg.max_epochs) == (0.1, 1e-4, 32, 100)
         assert cfg.param_scheduler.milestones == [30, 60, 90]
         assert loader.dataset.type == 'ImageNet' and loader.dataset.data_root == 'data/imagenet'
     else:
-        assert (opt.weight_decay, opt.momentum, loader.batch_size) == (5e-4, 0.9, 64)
+        assert (opt.weight_decay, opt.momentum) == (5e-4, 0.9)
+        # CKD: the authors' batch per pair (32 or 64), checked in tests/test_recipe_parity.py
+        assert loader.batch_size == 64 or method == 'ckd'
         assert loader.dataset.type == 'CIFAR100'
         epochs = {'ckd': 480, 'crcd': 250}.get(method, 240)
         assert cfg.train_cfg.max_epochs == epochs
@@ -171,8 +175,8 @@ def test_recipe_follows_the_paper(path):
         assert stop == ([] if imagenet else [cfg.train_cfg.max_epochs - 10])
     elif method == 'ckd':
         ckd = distill_loss(cfg, 'loss_ckd')
-        expected_w = 10.0 if imagenet else 100.0
-        assert (ckd.loss_weight, ckd.temperature, losses) == (expected_w, 1.0, {'loss_ckd'})
+        # the authors' weight and temperature per pair: tests/test_recipe_parity.py
+        assert losses == {'loss_ckd'} and ckd.loss_weight in (10.0, 50.0, 100.0) and ckd.temperature in (1.0, 2.0)
     else:
         pytest.fail(f'no published settings known for {path}')
     if method.endswith('-kd'):
@@ -271,7 +275,7 @@ def train_options(data_root, dataset_type=None, crop=None):
 RUNS = [
     'configs/cifar100_teachers/resnet56_cifar100.py',
     'configs/crd/cifar100/crd_resnet32x4_resnet8x4_cifar100.py',
-    'configs/crd/cifar100/crd-kd_wrn_40_2_wrn_16_2_cifar100.py',
+    'configs/crd/cifar100/crd-kd_wrn_40_2_shufflenetv1_cifar100.py',  # cross-architecture
     'configs/crd/cifar100/crd_resnet110_resnet32_cifar100.yaml',
     'configs/dcd/cifar100/dcd_resnet32x4_resnet8x4_cifar100.py',
     'configs/dcd/cifar100/dcd-kd_wrn_40_2_wrn_16_2_cifar100.py',
@@ -279,6 +283,7 @@ RUNS = [
     'configs/ckd/cifar100/ckd_wrn_40_2_wrn_16_2_cifar100.py',
     'configs/crd/resnet34_resnet18_in1k.py',
 ] + [pytest.param(p, marks=pytest.mark.slow) for p in (
+    'configs/crd/cifar100/crd-kd_wrn_40_2_wrn_16_2_cifar100.py',
     'configs/ensemble/crd-kd_resnet56-wrn_40_2-vgg13_resnet20_cifar100.py',
     'configs/ensemble/crd-kd_resnet50-resnet34_resnet18_in1k.py',
     'configs/crd/crd-kd_resnet34_resnet18_in1k.py',

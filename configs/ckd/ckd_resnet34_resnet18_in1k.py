@@ -1,10 +1,32 @@
-# CKD, ResNet-34 -> ResNet-18 on ImageNet-1k: the data, schedule, networks
-# and teacher checkpoint of ../crd/resnet34_resnet18_in1k.py with CE 1.0 +
-# 10 * CKD on the logits (w = 10, the paper's ImageNet weight) in place of
-# CRD; no embedding heads and no memory bank.
-_base_ = ['../crd/resnet34_resnet18_in1k.py', '../_base_/distillers/ckd.py']
+# CKD, ResNet-34 -> ResNet-18 on ImageNet-1k with the CKD authors' recipe
+# (ZhouXinzzzzz/CKD, configs/imagenet/r34_r18/ckd.yaml): CE 1.0 + 10 * CKD on
+# the logits (T = 1), batch 512 = 8 GPUs x 64 images, SGD lr 0.2, wd 1e-4,
+# 200 epochs with cosine decay (../_base_/schedules/imagenet_bs512_200e_cosine.py).
+# The networks, data and teacher checkpoint are those of
+# ../crd/resnet34_resnet18_in1k.py: mmpretrain's ResNet-18 trained from
+# scratch and its released ResNet-34, frozen. No embedding heads, no memory
+# bank: the negatives are the other samples of each GPU's batch of 64.
+_base_ = [
+    'mmpretrain::_base_/models/resnet18.py',
+    '../_base_/datasets/imagenet_bs32_crd.py',
+    '../_base_/schedules/imagenet_bs512_200e_cosine.py',
+    '../_base_/distillers/ckd.py',
+]
+
+default_scope = 'mmrazor'
+custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
 
 model = dict(
-    distiller=dict(_base_.ckd_distiller, _delete_=True))
+    _delete_=True,
+    _scope_='mmrazor',
+    type='SingleTeacherDistill',
+    architecture=_base_.model,
+    teacher=dict(
+        _base_.model, backbone=dict(_base_.model.backbone, depth=34)),
+    # mmpretrain's resnet34_8xb32_in1k (fetched once into torch.hub's cache)
+    teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
+    'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
+    distiller=_base_.ckd_distiller)
 
-custom_hooks = []
+# 64 images per GPU on 8 GPUs: the authors' total batch of 512
+train_dataloader = dict(batch_size=64)

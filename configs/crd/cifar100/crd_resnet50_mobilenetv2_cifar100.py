@@ -1,4 +1,4 @@
-# CRD, resnet50 -> mobilenetv2 on CIFAR-100 (paper's top-1: 69.11).
+# CRD, ResNet50 -> MobileNetV2 on CIFAR-100 (paper's top-1: 69.11).
 # CE 1.0 + CRD 0.8, see ../../_base_/models/cifar_crd_distill.py.
 _base_ = [
     '../../_base_/models/cifar_crd_distill.py',

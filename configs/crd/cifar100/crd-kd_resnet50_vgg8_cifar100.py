@@ -1,0 +1,6 @@
+# CRD+KD, ResNet50 -> vgg8 on CIFAR-100 (paper's top-1: 74.58).
+# The CRD recipe plus KD 1.0 at T=4 on the logits
+# (../../_base_/distillers/kd.py): CE 1.0 + KD 1.0 + CRD 0.8.
+_base_ = ['./crd_resnet50_vgg8_cifar100.py', '../../_base_/distillers/kd.py']
+
+model = dict(distiller=_base_.kd_distiller)

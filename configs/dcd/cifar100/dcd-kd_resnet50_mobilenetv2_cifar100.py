@@ -1,0 +1,6 @@
+# DCD+KD, ResNet50 -> MobileNetV2 on CIFAR-100 (paper's top-1: 70.03).
+# The DCD recipe plus KD 1.0 at T=4 on the logits
+# (../../_base_/distillers/kd.py): CE 1.0 + KD 1.0 + DCD 1.0 (alpha 1, beta 1).
+_base_ = ['./dcd_resnet50_mobilenetv2_cifar100.py', '../../_base_/distillers/kd.py']
+
+model = dict(distiller=_base_.kd_distiller)
