@@ -12,7 +12,12 @@ matrices to a JSON file beside the PNG.
 Usage::
 
     python tools/analysis/logit_correlation.py TEACHER_CONFIG TEACHER_CKPT STUDENT_CONFIG STUDENT_CKPT \
-        [--split test|train] [--out PNG] [--cfg-options KEY=VALUE ...]
+        [STUDENT_CONFIG STUDENT_CKPT ...] [--titles T ...] [--split test|train] [--vmax V] [--out PNG] \
+        [--cfg-options KEY=VALUE ...]
+
+Several students make panels side by side on one colour scale (as the
+paper's figure: the student alone, with KD, with CRD), up to ``--vmax``
+(default: the largest difference of all panels).
 
 Each config is a training config (an mmpretrain classifier, or an mmrazor
 distiller whose student, ``model.architecture``, is read from its checkpoint
@@ -21,8 +26,8 @@ its own config's test pipeline (so a cross-modal student sees its own view);
 the two splits must hold the same labelled images in the same order.
 ``--cfg-options`` applies to both configs (e.g.
 ``test_dataloader.dataset.indices=200`` for a subset). The PNG defaults to
-``logit_correlation_<split>.png`` beside the student checkpoint; the JSON
-has the same name with ``.json``.
+``logit_correlation_<split>.png`` beside the first student's checkpoint;
+the JSON has the same name with ``.json``.
 """
 import argparse
 import json
@@ -39,15 +44,23 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('teacher_config', help="the teacher's training config")
     parser.add_argument('teacher_checkpoint', help="the teacher's checkpoint")
-    parser.add_argument('student_config', help="the student's training config (classifier or distiller)")
-    parser.add_argument('student_checkpoint', help="the student's checkpoint")
+    parser.add_argument('students', nargs='+', metavar='STUDENT_CONFIG STUDENT_CKPT',
+                        help="one or more students' training configs (classifier or distiller) and checkpoints")
+    parser.add_argument('--titles', nargs='+', help="a title per student (default: the config file names)")
     parser.add_argument('--split', choices=('test', 'train'), default='test',
                         help='the dataset split, fed through the test pipeline (default: test)')
-    parser.add_argument('--out', help='the PNG to write (default: beside the student checkpoint)')
+    parser.add_argument('--vmax', type=float, help='top of the colour scale (default: the largest difference)')
+    parser.add_argument('--out', help="the PNG to write (default: beside the first student's checkpoint)")
     parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override keys of both configs, e.g. test_dataloader.dataset.indices=200')
-    return parser.parse_args()
+                        help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
+    args = parser.parse_args()
+    if len(args.students) % 2:
+        parser.error(f'give STUDENT_CONFIG STUDENT_CKPT pairs; got {len(args.students)} paths: {args.students}')
+    args.students = list(zip(args.students[::2], args.students[1::2]))
+    if args.titles and len(args.titles) != len(args.students):
+        parser.error(f'--titles gives {len(args.titles)} titles for {len(args.students)} students')
+    return args
 
 
 def logits_of(config: str, checkpoint: str, args):
@@ -62,75 +75,81 @@ def logits_of(config: str, checkpoint: str, args):
 def correlation(logits: np.ndarray, who: str) -> np.ndarray:
     """The C x C Pearson correlation of the class logits over the images (rows)."""
     if len(logits) < 2:
-        raise ValueError(f'the {who} saw {len(logits)} image(s): a correlation needs at least 2')
+        raise ValueError(f'{who} saw {len(logits)} image(s): a correlation needs at least 2')
     constant = np.flatnonzero(logits.std(axis=0) == 0)
     if len(constant):
-        raise ValueError(f"the {who}'s logits of classes {constant.tolist()} are the same for every image, "
+        raise ValueError(f"{who}'s logits of classes {constant.tolist()} are the same for every image, "
                          'so their correlation is undefined (an untrained or collapsed network?)')
     return np.corrcoef(logits, rowvar=False)
 
 
-def plot(diff: np.ndarray, names, title: str, out: str) -> None:
+def top1(outputs) -> float:
+    return float((outputs['logits'].argmax(1) == outputs['labels']).mean() * 100)
+
+
+def plot(diffs, titles, names, vmax: float, out: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    num_classes = len(diff)
-    size = min(4 + 0.35 * num_classes, 12)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(diff, cmap='viridis', vmin=0.0, interpolation='nearest')
-    fig.colorbar(image, ax=ax, label='|corr teacher - corr student|')
-    if num_classes <= 30:
-        ax.set_xticks(range(num_classes), names, rotation=90)
-        ax.set_yticks(range(num_classes), names)
-    ax.set_xlabel('class')
-    ax.set_ylabel('class')
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    num_classes = len(names)
+    size = min(4 + 0.35 * num_classes, 10)
+    fig, axes = plt.subplots(1, len(diffs), figsize=(size * len(diffs) + 1.5, size + 0.5), squeeze=False)
+    for ax, diff, title in zip(axes[0], diffs, titles):
+        image = ax.imshow(diff, cmap='viridis', vmin=0.0, vmax=vmax, interpolation='nearest')
+        if num_classes <= 30:
+            ax.set_xticks(range(num_classes), names, rotation=90)
+            ax.set_yticks(range(num_classes), names)
+        ax.set_xlabel('class')
+        ax.set_ylabel('class')
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), label='|corr teacher - corr student|', shrink=0.85)
+    fig.savefig(out, dpi=100, bbox_inches='tight')
     plt.close(fig)
 
 
 def main():
     args = parse_args()
     teacher, _ = logits_of(args.teacher_config, args.teacher_checkpoint, args)
-    student, dataset = logits_of(args.student_config, args.student_checkpoint, args)
-    if len(teacher['labels']) != len(student['labels']) or (teacher['labels'] != student['labels']).any():
-        raise ValueError(f"the two configs' {args.split} splits differ ({len(teacher['labels'])} and "
-                         f"{len(student['labels'])} images, or other labels in the same places): the "
-                         'correlations must be taken over the same images in the same order')
-    if teacher['logits'].shape[1] != student['logits'].shape[1]:
-        raise ValueError(f"the teacher has {teacher['logits'].shape[1]} classes, the student "
-                         f"{student['logits'].shape[1]}")
-    corr_t = correlation(teacher['logits'], 'teacher')
-    corr_s = correlation(student['logits'], 'student')
-    diff = np.abs(corr_t - corr_s)
-    num_images, num_classes = student['logits'].shape
+    corr_t = correlation(teacher['logits'], 'the teacher')
+    num_images, num_classes = teacher['logits'].shape
     off_diagonal = ~np.eye(num_classes, dtype=bool)
-    mean_diff = float(diff[off_diagonal].mean())
-    top1 = {who: float((out['logits'].argmax(1) == out['labels']).mean() * 100)
-            for who, out in (('teacher', teacher), ('student', student))}
+    titles = args.titles or [osp.basename(config) for config, _ in args.students]
+    students, diffs, names = [], [], None
+    for (config, checkpoint), title in zip(args.students, titles):
+        student, dataset = logits_of(config, checkpoint, args)
+        labels = student['labels']
+        if len(labels) != num_images or (labels != teacher['labels']).any():
+            raise ValueError(f"{config}'s {args.split} split differs from the teacher's ({len(labels)} and "
+                             f'{num_images} images, or other labels in the same places): the correlations '
+                             'must be taken over the same images in the same order')
+        if student['logits'].shape[1] != num_classes:
+            raise ValueError(f"the teacher has {num_classes} classes, {config}'s network "
+                             f"{student['logits'].shape[1]}")
+        corr_s = correlation(student['logits'], config)
+        diff = np.abs(corr_t - corr_s)
+        diffs.append(diff)
+        names = names or class_names(dataset, num_classes)
+        students.append(dict(config=config, checkpoint=checkpoint, title=title, top1=top1(student),
+                             mean_abs_diff=float(diff[off_diagonal].mean()), max_abs_diff=float(diff.max()),
+                             corr=corr_s.tolist()))
 
-    out = args.out or osp.join(osp.dirname(osp.abspath(args.student_checkpoint)),
-                               f'logit_correlation_{args.split}.png')
+    out = args.out or osp.join(osp.dirname(osp.abspath(args.students[0][1])), f'logit_correlation_{args.split}.png')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    title = (f'teacher {osp.basename(args.teacher_config)} vs student {osp.basename(args.student_config)}\n'
-             f'mean |corr diff| {mean_diff:.4f} (off-diagonal), {num_images} {args.split} images')
-    plot(diff, class_names(dataset, num_classes), title, out)
-    result = dict(
-        teacher_config=args.teacher_config, teacher_checkpoint=args.teacher_checkpoint,
-        student_config=args.student_config, student_checkpoint=args.student_checkpoint,
-        split=args.split, num_images=num_images, num_classes=num_classes,
-        mean_abs_diff=mean_diff, max_abs_diff=float(diff.max()),
-        teacher_top1=top1['teacher'], student_top1=top1['student'],
-        corr_teacher=corr_t.tolist(), corr_student=corr_s.tolist())
+    vmax = args.vmax or max(float(diff.max()) for diff in diffs)
+    plot(diffs, [f"{s['title']}\nmean |corr diff| {s['mean_abs_diff']:.4f} (off-diagonal)" for s in students],
+         names, vmax, out)
+    result = dict(teacher_config=args.teacher_config, teacher_checkpoint=args.teacher_checkpoint,
+                  teacher_top1=top1(teacher), split=args.split, num_images=num_images, num_classes=num_classes,
+                  corr_teacher=corr_t.tolist(), students=students)
     json_path = osp.splitext(out)[0] + '.json'
     with open(json_path, 'w') as f:
         json.dump(result, f, indent=1)
-    print(f'top-1 on the {num_images} {args.split} images: teacher {top1["teacher"]:.2f}, '
-          f'student {top1["student"]:.2f}')
-    print(f'mean |corr_teacher - corr_student| over the {num_classes * (num_classes - 1)} off-diagonal '
-          f'class pairs: {mean_diff:.6f} (max {result["max_abs_diff"]:.4f})')
+    print(f'{num_images} {args.split} images; teacher {osp.basename(args.teacher_config)}: top-1 '
+          f"{result['teacher_top1']:.2f}")
+    print(f'mean |corr_teacher - corr_student| over the {num_classes * (num_classes - 1)} off-diagonal class pairs:')
+    for s in students:
+        print(f"  {s['title']}: {s['mean_abs_diff']:.6f} (max {s['max_abs_diff']:.4f}; top-1 {s['top1']:.2f})")
     print(f'wrote {out} and {json_path}', flush=True)
 
 
