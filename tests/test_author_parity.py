@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.runner import Runner
 from mmengine.structures import BaseDataElement
-from tiny_configs import distill_config
+from tiny_configs import crcd_distiller, distill_config
 
 from crd_mm.memory import ContrastMemoryBank
 from crd_mm.models.losses import CKDLoss, CRCDLoss, DCDLoss
@@ -219,3 +219,20 @@ def test_dcd_logit_scale_trains_only_when_learnable(imagefolder, tmp_path, learn
         assert dcd.tau.item() != 1.0 and dcd.bias.item() != 0.5
     else:
         assert dcd.tau.item() == 1.0 and dcd.bias.item() == 0.5
+
+
+@pytest.mark.slow
+def test_crcd_trains_with_every_authors_option(make_imagefolder, tmp_path):
+    """A real Runner epoch with both relations in the authors' form: finite, positive, banks written."""
+    distiller = crcd_distiller()
+    distiller['distill_losses']['loss_crcd'].update(include_self_pairs=True)
+    distiller['distill_losses']['loss_crcd_grad'].update(include_self_pairs=True, gradient_reduction='mean',
+                                                         gradient_combine='multiply_kd')
+    data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
+    runner = Runner.from_cfg(distill_config(data, tmp_path / 'work', distiller, max_epochs=1))
+    runner.train()
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'CRDMemoryBankHook')
+    assert all(bank.written.all() for bank in hook.banks.values())
+    for name in ('train/distill.loss_crcd', 'train/distill.loss_crcd_grad'):
+        history = runner.message_hub.log_scalars[name].data[0]
+        assert len(history) == 3 and (history > 0).all()
