@@ -167,7 +167,8 @@ def test_tsne_has_one_point_per_image_coloured_by_its_class(runs):
 
 def test_curves_plot_the_logged_values(runs, cmd):
     tmp, _, expected = runs
-    out = cmd.python([CURVES, tmp / 'student', tmp / 'kd', '--keys', 'loss', 'accuracy/top1', '--runs', 'all',
+    out = cmd.python([CURVES, tmp / 'student', tmp / 'kd', '--keys', 'loss', 'accuracy/top1', 'student.loss|loss',
+                      '--runs', 'all',
                       '--legend', 'alone', 'KD', '--out', tmp / 'curves.png', '--dump', tmp / 'curves.json'])
     assert_png(tmp / 'curves.png', (800, 300))
     curves = json.loads((tmp / 'curves.json').read_text())['curves']
@@ -179,6 +180,11 @@ def test_curves_plot_the_logged_values(runs, cmd):
         assert len([line for line in lines if line.get('epoch') == 1]) == 4
         assert curves['loss'][name]['x'] == epochs
         np.testing.assert_allclose(curves['loss'][name]['y'], loss, rtol=1e-6)
+        # the cross-entropy: KD's student.loss (below its total loss), the student alone's loss
+        ce_key = 'loss' if name == 'alone' else 'student.loss'
+        ce = [np.mean([line[ce_key] for line in lines if line.get('epoch') == e]) for e in epochs]
+        np.testing.assert_allclose(curves['student.loss|loss'][name]['y'], ce, rtol=1e-6)
+        assert (name == 'alone') == np.allclose(ce, loss)
         val = [(line['step'], line['accuracy/top1']) for line in lines if 'accuracy/top1' in line]
         assert [x for x, _ in val] == epochs
         assert curves['accuracy/top1'][name] == dict(x=[x for x, _ in val], y=[y for _, y in val])

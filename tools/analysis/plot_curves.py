@@ -21,9 +21,11 @@ validations: plot those with ``--x epoch``). ``--runs latest`` (default)
 reads the newest run of each work dir that logged anything; ``all`` reads
 every run in time order, a later run's value replacing an earlier one's at
 the same x (a resumed run repeats no point). A WORK_DIR may also be one run's
-``<timestamp>`` folder or its json file. The PNG defaults to ``curves.png``
-in the folder the work dirs share; ``--dump`` writes the plotted points, read
-back from the figure, as JSON.
+``<timestamp>`` folder or its json file. A key ``a|b`` plots ``a``, or ``b``
+in work dirs that did not log ``a`` (e.g. ``student.loss|loss``: the
+cross-entropy term of a distillation run, the loss of a plain one). The PNG
+defaults to ``curves.png`` in the folder the work dirs share; ``--dump``
+writes the plotted points, read back from the figure, as JSON.
 """
 import argparse
 import glob
@@ -41,7 +43,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR', help='work dirs (or run folders, or json logs)')
     parser.add_argument('--keys', nargs='+', default=['loss', 'accuracy/top1'],
-                        help='logged scalars to plot, one subplot each (default: loss accuracy/top1)')
+                        help="logged scalars to plot, one subplot each (default: loss accuracy/top1); "
+                        "'a|b' plots a, or b in work dirs that did not log a")
     parser.add_argument('--legend', nargs='+', help='a name per work dir (default: the paths)')
     parser.add_argument('--x', choices=('epoch', 'iter'), default='epoch', help='the x axis (default: epoch)')
     parser.add_argument('--runs', choices=('latest', 'all'), default='latest',
@@ -122,9 +125,12 @@ def collect(args) -> Tuple[Dict[str, Dict[str, Tuple[list, list]]], Dict[str, Li
             for line in lines:
                 available.update(line)
         for key in args.keys:
+            # 'a|b': the first of the alternatives this work dir logged
+            logged = [alt for alt in key.split('|') if any(alt in line for lines in runs for line in lines)]
             merged = {}
             for path, lines in zip(logs, runs):
-                merged.update(curve(lines, key, args.x, path))
+                if logged:
+                    merged.update(curve(lines, logged[0], args.x, path))
             if merged:
                 xs = sorted(merged)
                 curves[key][name] = (xs, [merged[x] for x in xs])
