@@ -1,9 +1,12 @@
 """`make demo` (tools/demo.py) and its configs in configs/demo/."""
 import glob
 import importlib.util
+import json
 import os.path as osp
 import re
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -50,12 +53,17 @@ def test_demo_config_parses_and_builds(config):
 
 def test_rows_cover_every_demo_config_and_the_teacher_comes_first():
     demo = load_demo()
-    assert sorted(row.config for row in demo.ROWS) == DEMO_CONFIGS
-    assert len({row.label for row in demo.ROWS}) == len(demo.ROWS)
-    assert not demo.is_distillation(demo.ROWS[0].config)
+    covered = {row.config for row in demo.ROWS + demo.FRONTIER_ROWS}
+    assert sorted(covered) == DEMO_CONFIGS
+    for rows in (demo.ROWS, demo.FRONTIER_ROWS):
+        assert len({row.label for row in rows}) == len(rows)
+        assert rows[0].config == demo.TEACHER and not demo.is_distillation(rows[0].config)
+    # the issue's rows, in order
+    assert [demo.run_name(row.config) for row in demo.ROWS] == [
+        'teacher', 'student', 'kd', 'crd', 'crd_kd', 'dcd_kd', 'crcd_kd', 'ckd']
     # a user training the teacher by hand (tools/train.py configs/demo/teacher.py
     # --work-dir work_dirs/demo/teacher) gets the checkpoint the distillers name
-    teacher = Config.fromfile(osp.join(REPO_ROOT, demo.ROWS[0].config))
+    teacher = Config.fromfile(osp.join(REPO_ROOT, demo.TEACHER))
     expected = f'work_dirs/demo/teacher/epoch_{teacher.train_cfg.max_epochs}.pth'
     for row in demo.ROWS[1:]:
         cfg = Config.fromfile(osp.join(REPO_ROOT, row.config))
@@ -64,37 +72,90 @@ def test_rows_cover_every_demo_config_and_the_teacher_comes_first():
             assert cfg.model.teacher.backbone == teacher.model.backbone
 
 
-@pytest.mark.slow  # every demo row through tools/train.py: about 5 minutes on 2 cores
-def test_demo_smoke_runs_every_row_end_to_end(cmd, tmp_path):
-    """The whole demo, one epoch on subsets, through tools/train.py subprocesses."""
+def test_students_learn_from_ten_labelled_images_per_class_and_the_teacher_from_all():
+    """The regime of the demo: the same first 10 images of each class for every student row."""
+    from mmengine.registry import DATASETS
     demo = load_demo()
-    out = cmd.python(['tools/demo.py', '--smoke', '--work-dir', tmp_path], timeout=600)
-    assert 'Epoch(train)' in out and 'Epoch(val)' in out  # mmengine's progress logging
-    assert re.search(r'Total wall time: \d+ s', out)
+    full = DATASETS.build(Config.fromfile(osp.join(REPO_ROOT, demo.TEACHER)).train_dataloader.dataset)
+    assert len(full) == 1433
+    labels = full.get_gt_labels()
+    expected = np.concatenate([np.flatnonzero(labels == label)[:10] for label in range(10)])
+    expected_images = sorted(full.get_data_info(int(i))['img'].tobytes() for i in expected)
+    for row in demo.ROWS[1:]:
+        dataset = DATASETS.build(Config.fromfile(osp.join(REPO_ROOT, row.config)).train_dataloader.dataset)
+        assert len(dataset) == 100
+        assert sorted(dataset.get_data_info(i)['img'].tobytes() for i in range(100)) == expected_images
 
-    table = out[out.index('Smoke run'):].splitlines()
-    assert table[1].split('|')[1].strip() == 'method'
-    rows = [[c.strip() for c in line.strip('|').split('|')] for line in table[3:]
-            if line.startswith('| ')]
+
+def test_table_reports_mean_and_sample_std_over_seeds_and_the_chart_is_written(tmp_path):
+    demo = load_demo()
+    top1 = {demo.TEACHER: [99.0, 98.0, 97.0], demo.STUDENT: [70.0, 74.0, 72.0], 'configs/demo/kd.py': [90.0, 91.0, 95.0]}
+    rows = [demo.ROWS[0], demo.ROWS[1], demo.ROWS[2]]
+    results = {(config, seed): demo.Run({demo.METRIC: value}, 'ckpt', 10.0 + seed)
+               for config, values in top1.items() for seed, value in enumerate(values)}
+    table = demo.format_table(rows, [0, 1, 2], results, 'title')
+    cells = [[c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()[3:]]
+    for cell, row in zip(cells, rows):
+        values = np.array(top1[row.config])
+        assert cell[2] == f'{values.mean():.2f} +- {values.std(ddof=1):.2f}'
+        assert cell[3] == ' / '.join(f'{v:.2f}' for v in values)
+        assert cell[-1] == '11'
+    assert cells[2][4] == f'{np.mean(top1["configs/demo/kd.py"]) - 72.0:+.2f}' == '+20.00'
+    assert cells[0][4] == cells[1][4] == ''
+    chart = tmp_path / 'results.png'
+    demo.plot_results(rows, [0, 1, 2], results, 'title', str(chart))
+    image = cv2.imread(str(chart))
+    assert image is not None and image.shape[0] > 300 and image.shape[1] > 600
+
+
+def table_rows(out, title):
+    table = out[out.index(title):].splitlines()
+    return [[c.strip() for c in line.strip('|').split('|')] for line in table[3:] if line.startswith('| ')]
+
+
+def last_json_record(run_dir, key):
+    """The last record holding ``key`` in the json log of the run under ``run_dir``."""
+    (log, ) = glob.glob(osp.join(run_dir, '*', 'vis_data', '*.json'))
+    with open(log) as f:
+        return [r for r in map(json.loads, f) if key in r][-1]
+
+
+@pytest.mark.slow  # every demo row, two seeds, 1 epoch on subsets: about 3 minutes on 2 cores
+def test_demo_smoke_runs_every_row_on_every_seed_end_to_end(cmd, tmp_path):
+    """The whole demo, one epoch on subsets, two seeds, two worker processes."""
+    demo = load_demo()
+    out = cmd.python(['tools/demo.py', '--smoke', '--seeds', '3', '4', '--jobs', '2', '--work-dir', tmp_path],
+                     timeout=900)
+    assert re.search(r'Total wall time: \d+ s', out)
+    rows = table_rows(out, 'Smoke run')
     assert [(r[0], r[1]) for r in rows] == [(row.label, row.config) for row in demo.ROWS]
-    for r in rows:
-        assert 0.0 <= float(r[2]) <= 100.0
-    # every distillation run evaluated the teacher it loaded: the teacher run's
-    # final checkpoint, so its accuracy on the same test images is the same
-    teacher_acc = rows[0][2]
-    distill_rows = [r for r, row in zip(rows, demo.ROWS) if demo.is_distillation(row.config)]
-    assert len(distill_rows) >= 4
-    assert all(r[3] == teacher_acc for r in distill_rows)
-    assert osp.isfile(tmp_path / 'teacher' / 'epoch_1.pth')
-    # the linear probe ran, on the last row of each probe task only
-    last_of_task = {row.probe: row.config for row in demo.ROWS}
     for r, row in zip(rows, demo.ROWS):
-        if row.config in last_of_task.values():
-            assert 0.0 <= float(r[4]) <= 100.0
-            assert osp.isfile(tmp_path / 'linear_probe' / osp.splitext(osp.basename(row.config))[0] /
-                              'linear_probe.json')
-        else:
-            assert r[4] == ''
+        per_seed = []
+        for seed, printed in zip((3, 4), r[3].split(' / ')):
+            run_dir = tmp_path / f'seed{seed}' / demo.run_name(row.config)
+            record = last_json_record(run_dir, demo.METRIC)
+            assert printed == f'{record[demo.METRIC]:.2f}'  # the table reads each run's own log
+            per_seed.append(record[demo.METRIC])
+            if demo.is_distillation(row.config):
+                # the run loaded the teacher of its own seed: it scores it as that teacher's run did
+                teacher = last_json_record(tmp_path / f'seed{seed}' / 'teacher', demo.METRIC)
+                assert record[f'teacher.{demo.METRIC}'] == teacher[demo.METRIC]
+        assert r[2] == f'{np.mean(per_seed):.2f} +- {np.std(per_seed, ddof=1):.2f}'
+    assert osp.isfile(tmp_path / 'seed3' / 'teacher' / 'epoch_1.pth')
+    assert cv2.imread(str(tmp_path / 'results.png')) is not None
+
+
+@pytest.mark.slow  # the ensemble and cross-modal rows with linear probes, 1 epoch on subsets
+def test_demo_frontier_smoke_probes_every_row(cmd, tmp_path):
+    demo = load_demo()
+    out = cmd.python(['tools/demo.py', '--frontier', '--smoke', '--work-dir', tmp_path], timeout=900)
+    rows = table_rows(out, 'Smoke run')
+    assert [(r[0], r[1]) for r in rows] == [(row.label, row.config) for row in demo.FRONTIER_ROWS]
+    for r, row in zip(rows, demo.FRONTIER_ROWS):
+        probe = tmp_path / 'seed0' / 'linear_probe' / demo.run_name(row.config) / 'linear_probe.json'
+        with open(probe) as f:
+            assert r[5] == f'{json.load(f)[demo.METRIC]:.2f}'
+    assert cv2.imread(str(tmp_path / 'frontier.png')) is not None
 
 
 def test_dist_train_trains_the_demo_crd_config_on_two_processes(cmd, tmp_path, free_port):

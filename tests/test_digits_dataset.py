@@ -32,6 +32,19 @@ def test_splits_are_stratified_disjoint_and_cover_the_set():
     assert ours == source
 
 
+def test_samples_per_class_keeps_the_first_n_images_of_each_class_of_the_split():
+    digits = load_digits()
+    scaled = np.round(digits.images * 255 / 16).astype(np.uint8)
+    small = build(split='train', samples_per_class=3)
+    assert len(small) == 30
+    np.testing.assert_array_equal(np.bincount(small.get_gt_labels(), minlength=10), [3] * 10)
+    # the training split of a class skips its 1st, 6th, ... image (the test split): 2nd, 3rd, 4th
+    expected = sorted((scaled[np.flatnonzero(digits.target == c)[k]].tobytes(), c)
+                      for c in range(10) for k in (1, 2, 3))
+    ours = sorted((d['img'][..., 0].tobytes(), d['gt_label']) for d in small.load_data_list())
+    assert ours == expected
+
+
 def test_images_are_uint8_three_channel_scaled_to_255():
     digits = load_digits()
     test = build(split='test')
@@ -55,9 +68,15 @@ def test_test_every_sets_the_split_ratio():
     assert len(half) + len(build(split='train', test_every=2)) == 1797
 
 
-@pytest.mark.parametrize('kwargs', [dict(split='val'), dict(test_every=1), dict(test_every=2.5)])
-def test_rejects_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(split='val'), "split must be 'train' or 'test'"),
+    (dict(test_every=1), 'test_every must be an integer >= 2'),
+    (dict(test_every=2.5), 'test_every must be an integer >= 2'),
+    (dict(samples_per_class=0), 'samples_per_class must be a positive integer or None'),
+    (dict(samples_per_class=1.5), 'samples_per_class must be a positive integer or None'),
+])
+def test_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         SklearnDigits(**kwargs)
 
 

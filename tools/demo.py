@@ -1,55 +1,64 @@
-"""The crd_mm demo (`make demo`): distillation on scikit-learn's digits, on CPU.
+"""The crd_mm demo (`make demo`): does distillation help? Digits, on CPU, several seeds.
 
-Trains, one after the other and each through ``tools/train.py`` (the command
-users run), every row of :data:`ROWS`: first the teacher, then the student
-alone and the student distilled from that teacher by each method, a second
-teacher (WRN-16-2) and the student distilled from both teachers at once
-(ensemble), then the cross-modal rows (the student alone on a 4x4 view of the
-digits, and distilled from the teacher that sees them at 16x16). The
-distillation rows load their teachers' last checkpoints (``--cfg-options
-model.teacher_ckpt=...``, ``model.teachers.<name>.ckpt=...``). Each run logs
-its progress as usual. Then every
-row's network is judged by a linear probe (``tools/analysis/linear_probe.py``:
-a linear classifier trained on its frozen features) on a task none of them
-was trained on, the digits rotated by 90 degrees. At the end a table gives
-every row's top-1 accuracy on the test split, read from the last validation
-in the run's json log, and its linear-probe top-1.
+A teacher (resnet20) learns from all 1,433 training digits of scikit-learn's
+bundled set; a 3.5x smaller student (resnet8) learns from a small labelled
+fraction, 10 images per class (``configs/demo/_base_digits.py``). Each row of
+:data:`ROWS` is trained once per seed: first that seed's teacher, then the
+student alone and the student distilled from that teacher by each method
+(the distillation rows load the teacher of their own seed through
+``model.teacher_ckpt``). Runs are built from their configs by mmengine's
+``Runner``, as ``tools/train.py`` does, several at once in worker processes
+(``--jobs``); each run writes its usual log, json scalars and checkpoint under
+``<work-dir>/seed<k>/<config name>/``, and the demo prints the equivalent
+``tools/train.py`` command of every run. At the end a table gives each row's
+top-1 accuracy on the test split (the last validation of each run), mean +-
+standard deviation over the seeds, and a bar chart of it is written next to
+the runs (``results.png``).
+
+``--frontier`` runs CRD's two other jobs instead (one seed by default): a
+second teacher (WRN-16-2) and the student distilled from both teachers at once
+(ensemble), and cross-modal transfer (the student alone on a 4x4 view of the
+digits, and distilled from the teacher that sees them at 16x16); then every
+network is judged by a linear probe (``tools/analysis/linear_probe.py``) on a
+task none of them was trained on, the digits rotated by 90 degrees.
 
 Usage::
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--smoke]
+    python tools/demo.py [--work-dir work_dirs/demo] [--seeds 0 1 2] [--jobs N]
+                         [--smoke] [--frontier]
 
-``--smoke`` trains one epoch on a small subset (a quick end-to-end check) and
-probes only the last row of each probe task, for one epoch on a subset.
+``--smoke`` trains one epoch on a small subset (a quick end-to-end check).
 """
 import argparse
 import json
+import multiprocessing
 import os
 import os.path as osp
+import statistics
 import subprocess
 import sys
 import time
-from typing import List, NamedTuple, Tuple
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 METRIC = 'accuracy/top1'
 
-
-# The linear-probe task: the digits rotated by 90 degrees, at the view each
-# network was trained on (16x16, or 4x4 for the cross-modal students).
+# The linear-probe task of --frontier: the digits rotated by 90 degrees, at
+# the view each network was trained on (16x16, or 4x4 for the cross-modal students).
 PROBE = 'configs/demo/_probe_rotated_digits.py'
 PROBE_4PX = 'configs/demo/_probe_rotated_digits_4px.py'
 
 
 class Row(NamedTuple):
-    """One line of the results table.
+    """One line of a results table.
 
-    ``label`` and ``config`` name it, ``probe`` is its linear-probe task, and
-    ``teachers`` pairs ``--cfg-options`` keys with the configs of earlier rows
-    whose last checkpoints they get; by default a config with
-    ``model.teacher_ckpt`` gets the first row's (the teacher's).
+    ``label`` and ``config`` name it, ``probe`` is its linear-probe task
+    (--frontier), and ``teachers`` pairs config keys with the configs of
+    earlier rows whose last checkpoints (of the same seed) they get; by
+    default a config with ``model.teacher_ckpt`` gets the teacher row's.
     """
     label: str
     config: str
@@ -57,19 +66,33 @@ class Row(NamedTuple):
     teachers: Tuple[Tuple[str, str], ...] = ()
 
 
+class Run(NamedTuple):
+    """What one training run left: its last validation, checkpoint and wall time."""
+    metrics: dict
+    checkpoint: str
+    seconds: float
+
+
 TEACHER = 'configs/demo/teacher.py'
 SECOND_TEACHER = 'configs/demo/teacher_wrn.py'
+STUDENT = 'configs/demo/student.py'
 
-# The first row trains the teacher that the single-teacher distillation rows load.
 ROWS = [
-    Row('teacher: resnet20', TEACHER),
-    Row('student alone: resnet8', 'configs/demo/student.py'),
+    Row('teacher: resnet20 (all 1,433 images)', TEACHER),
+    Row('student alone: resnet8 (10 per class)', STUDENT),
     Row('student + KD', 'configs/demo/kd.py'),
+    Row('student + CRD', 'configs/demo/crd.py'),
     Row('student + CRD + KD', 'configs/demo/crd_kd.py'),
     Row('student + DCD + KD', 'configs/demo/dcd_kd.py'),
     Row('student + CRCD + KD', 'configs/demo/crcd_kd.py'),
     Row('student + CKD', 'configs/demo/ckd.py'),
-    Row('second teacher: WRN-16-2', SECOND_TEACHER),
+]
+
+FRONTIER_ROWS = [
+    ROWS[0],
+    ROWS[1],
+    Row('student + CRD + KD', 'configs/demo/crd_kd.py'),
+    Row('second teacher: WRN-16-2 (all 1,433 images)', SECOND_TEACHER),
     Row('student + ensemble (resnet20, WRN-16-2): CRD each + KD', 'configs/demo/ensemble.py',
         teachers=(('model.teachers.resnet20.ckpt', TEACHER), ('model.teachers.wrn_16_2.ckpt', SECOND_TEACHER))),
     Row('4x4 student alone: resnet8', 'configs/demo/crossmodal_student.py', PROBE_4PX),
@@ -77,12 +100,12 @@ ROWS = [
 ]
 
 # One epoch on the first 96 training and 64 test images.
-SMOKE_OPTIONS = [
-    'train_cfg.max_epochs=1',
-    'train_cfg.val_interval=1',
-    'train_dataloader.dataset.indices=96',
-    'val_dataloader.dataset.indices=64',
-]
+SMOKE_OPTIONS = {
+    'train_cfg.max_epochs': 1,
+    'train_cfg.val_interval': 1,
+    'train_dataloader.dataset.indices': 96,
+    'val_dataloader.dataset.indices': 64,
+}
 # Epochs of the linear probe's head (SGD lr 0.1, cosine), and the smoke run's probe.
 PROBE_EPOCHS = 10
 SMOKE_PROBE_OPTIONS = ['train_dataloader.dataset.indices=96', 'test_dataloader.dataset.indices=64']
@@ -93,18 +116,39 @@ def parse_args():
     parser.add_argument(
         '--work-dir',
         default=osp.join('work_dirs', 'demo'),
-        help='parent of the runs\' work directories (one per row)')
+        help='parent of the runs\' work directories (<work-dir>/seed<k>/<config name>)')
+    parser.add_argument(
+        '--seeds', type=int, nargs='+', default=None,
+        help='random seeds, one run of every row each (default: 0 1 2; 0 with --frontier)')
+    parser.add_argument(
+        '--jobs', type=int, default=min(os.cpu_count() or 1, 8),
+        help='runs trained at once, one worker process each (default: the CPU count, at most 8)')
     parser.add_argument(
         '--smoke',
         action='store_true',
         help='train one epoch on a small subset (a quick end-to-end check)')
+    parser.add_argument(
+        '--frontier',
+        action='store_true',
+        help='ensemble and cross-modal rows with linear probes instead of the main table')
     return parser.parse_args()
 
 
 def is_distillation(config: str) -> bool:
-    """Whether the config is a distiller that loads a teacher checkpoint."""
+    """Whether the config is a distiller that loads one teacher checkpoint."""
     cfg = Config.fromfile(osp.join(REPO_ROOT, config), import_custom_modules=False)
     return 'teacher_ckpt' in cfg.model
+
+
+def row_teachers(row: Row) -> Tuple[Tuple[str, str], ...]:
+    """The config keys of a row that take earlier rows' checkpoints, and those rows' configs."""
+    if row.teachers:
+        return row.teachers
+    return (('model.teacher_ckpt', TEACHER), ) if is_distillation(row.config) else ()
+
+
+def run_name(config: str) -> str:
+    return osp.splitext(osp.basename(config))[0]
 
 
 def last_validation(run_dir: str) -> dict:
@@ -122,62 +166,123 @@ def last_validation(run_dir: str) -> dict:
     return last
 
 
-def run_tool(label: str, tool: str, args: List[str]) -> None:
-    """Run one of the repository's tools in a subprocess, as a user would; stop the demo if it fails."""
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), *args]
-    print(f'\n[demo] {label}: {" ".join(cmd[1:])}', flush=True)
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
-    # These networks are too small to gain from intra-op threads, and on a
-    # busy machine idle-spinning OpenMP threads made training ~10x slower.
-    env.setdefault('OMP_NUM_THREADS', '1')
-    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
-    if result.returncode != 0:
-        sys.exit(f'[demo] {label}: tools/{tool} exited with {result.returncode}')
-
-
-def run_row(row: Row, work_dir: str, options: List[str]) -> dict:
-    """Train one row with tools/train.py; return the last validation's metrics."""
-    before = set(os.listdir(work_dir)) if osp.isdir(work_dir) else set()
-    args = [row.config, '--work-dir', work_dir]
-    if options:
-        args += ['--cfg-options', *options]
-    run_tool(row.label, 'train.py', args)
-    new_runs = sorted(d for d in set(os.listdir(work_dir)) - before
-                      if osp.isdir(osp.join(work_dir, d)))
-    if not new_runs:
-        sys.exit(f'[demo] {row.label}: no new run directory in {work_dir}')
-    return last_validation(osp.join(work_dir, new_runs[-1]))
-
-
 def last_checkpoint(work_dir: str) -> str:
     """The checkpoint mmengine's CheckpointHook saved last in ``work_dir``."""
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         return f.read().strip()
 
 
+def train_command(config: str, work_dir: str, seed: int, options: dict) -> str:
+    """The ``tools/train.py`` command that trains the same run."""
+    cfg_options = [f'{key}={value}' for key, value in options.items()] + [f'randomness.seed={seed}']
+    return f'python tools/train.py {config} --work-dir {work_dir} --cfg-options {" ".join(cfg_options)}'
+
+
+def quiet_worker() -> None:
+    """Worker set-up: each run's own log file keeps mmengine's output, so the console stays readable."""
+    import warnings
+
+    import torch
+    torch.set_num_threads(1)
+    # each run's env_cfg sets the 'fork' start method for its own data workers (none here); not news
+    warnings.filterwarnings('ignore', message='Multi-processing start method')
+    sys.stdout = open(os.devnull, 'w')
+
+
+def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
+    """Train one run in this (worker) process, as tools/train.py would, and read back its result."""
+    from mmengine.runner import Runner
+
+    import crd_mm  # noqa: F401  (registers crd_mm's modules, as the configs' custom_imports do)
+
+    start = time.time()
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    cfg.merge_from_dict(options)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    # runs that share a process need their own logger and message hub, which mmengine keys by this name
+    cfg.experiment_name = f'{run_name(config)}_seed{seed}'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = last_validation(osp.join(work_dir, runner.timestamp))
+    return Run(metrics, last_checkpoint(work_dir), time.time() - start)
+
+
+def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, options: dict,
+               jobs: int) -> Dict[Tuple[str, int], Run]:
+    """Train every row once per seed, up to ``jobs`` at once; a row starts when its teachers are done."""
+    results: Dict[Tuple[str, int], Run] = {}
+    pending = [(row, seed) for seed in seeds for row in rows]
+    context = multiprocessing.get_context('spawn')
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker) as pool:
+        running = {}
+        while pending or running:
+            for row, seed in list(pending):
+                teachers = row_teachers(row)
+                if all((config, seed) in results for _, config in teachers):
+                    pending.remove((row, seed))
+                    run_options = dict(options)
+                    run_options.update({key: results[config, seed].checkpoint for key, config in teachers})
+                    work_dir = osp.join(work_root, f'seed{seed}', run_name(row.config))
+                    print(f'[demo] seed {seed}, {row.label}: '
+                          f'{train_command(row.config, work_dir, seed, run_options)}', flush=True)
+                    future = pool.submit(train, row.config, work_dir, seed, run_options)
+                    running[future] = (row, seed, work_dir)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                row, seed, work_dir = running.pop(future)
+                try:
+                    run = future.result()
+                except Exception as error:
+                    pool.shutdown(cancel_futures=True)
+                    sys.exit(f'[demo] seed {seed}, {row.label} failed: {error!r}; its log is under {work_dir}')
+                results[row.config, seed] = run
+                print(f'[demo] seed {seed}, {row.label}: top-1 {run.metrics[METRIC]:.2f} '
+                      f'({run.seconds:.0f} s)', flush=True)
+    return results
+
+
 def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
     """The linear probe of a row's trained network on its probe task; its top-1."""
-    args = [row.config, checkpoint, '--dataset-config', row.probe, '--work-dir', work_dir,
-            '--epochs', '1' if smoke else str(PROBE_EPOCHS)]
+    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'analysis', 'linear_probe.py'),
+           row.config, checkpoint, '--dataset-config', row.probe, '--work-dir', work_dir,
+           '--epochs', '1' if smoke else str(PROBE_EPOCHS)]
     if smoke:
-        args += ['--cfg-options', *SMOKE_PROBE_OPTIONS]
-    run_tool(f'linear probe of {row.label}', osp.join('analysis', 'linear_probe.py'), args)
+        cmd += ['--cfg-options', *SMOKE_PROBE_OPTIONS]
+    print(f'\n[demo] linear probe of {row.label}: {" ".join(cmd[1:])}', flush=True)
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+    if subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode != 0:
+        sys.exit(f'[demo] linear probe of {row.label} failed')
     with open(osp.join(work_dir, 'linear_probe.json')) as f:
         return json.load(f)[METRIC]
 
 
-def format_table(results: List[tuple], title: str) -> str:
-    """A markdown table: label, config, top-1 (%), the teacher's top-1 in the run, probe, time."""
-    header = ('method', 'config', 'top-1 (%)', 'teacher in run (%)', 'linear probe (%)', 'time (s)')
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[str, int], Run],
+                 title: str, probes: Optional[Dict[Tuple[str, int], float]] = None) -> str:
+    """A markdown table: label, config, top-1 mean +- std, per seed, gain over the student alone, probe, time."""
+    baseline = mean_std([results[STUDENT, s].metrics[METRIC] for s in seeds])[0]
+    header = ['method', 'config', 'top-1 (%) mean +- std', 'per seed', 'vs student alone']
+    if probes is not None:
+        header.append('linear probe (%)')
+    header.append('time per run (s)')
     lines = [header]
-    for row, metrics, probe, seconds in results:
-        teacher = metrics.get(f'teacher.{METRIC}')
-        lines.append((row.label, row.config, f'{metrics[METRIC]:.2f}',
-                      '' if teacher is None else f'{teacher:.2f}', '' if probe is None else f'{probe:.2f}',
-                      f'{seconds:.0f}'))
+    for row in rows:
+        top1 = [results[row.config, s].metrics[METRIC] for s in seeds]
+        mean, std = mean_std(top1)
+        cells = [row.label, row.config, f'{mean:.2f} +- {std:.2f}', ' / '.join(f'{v:.2f}' for v in top1),
+                 '' if row.config in (STUDENT, TEACHER, SECOND_TEACHER) else f'{mean - baseline:+.2f}']
+        if probes is not None:
+            cells.append(' / '.join(f'{probes[row.config, s]:.2f}' for s in seeds))
+        cells.append(f'{statistics.mean(results[row.config, s].seconds for s in seeds):.0f}')
+        lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    numeric = [False, False, True, True, True, True]
+    numeric = [False, False] + [True] * (len(header) - 2)
 
     def render(cells):
         return '| ' + ' | '.join(c.rjust(w) if num else c.ljust(w)
@@ -188,39 +293,68 @@ def format_table(results: List[tuple], title: str) -> str:
     return '\n'.join([title, render(lines[0]), rule, *map(render, lines[1:])])
 
 
+def plot_results(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[str, int], Run],
+                 title: str, path: str) -> None:
+    """A bar chart of each row's mean top-1 with its standard deviation over the seeds."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    stats = [mean_std([results[row.config, s].metrics[METRIC] for s in seeds]) for row in rows]
+    means, stds = [m for m, _ in stats], [s for _, s in stats]
+    colours = ['tab:gray' if row.config in (TEACHER, SECOND_TEACHER) else
+               'tab:red' if row.config == STUDENT else 'tab:blue' for row in rows]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    bars = ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colours)
+    ax.bar_label(bars, labels=[f'{m:.1f}' for m in means], padding=3)
+    baseline = means[[row.config for row in rows].index(STUDENT)]
+    ax.axhline(baseline, color='tab:red', linestyle='--', linewidth=1)
+    ax.text(len(rows) - 0.5, baseline, 'student alone', color='tab:red', ha='right', va='bottom', fontsize=8)
+    ax.set_xticks(range(len(rows)), [row.label.replace(' (', '\n(') for row in rows],
+                  rotation=30, ha='right', fontsize=8)
+    ax.set_ylabel('top-1 accuracy (%)')
+    ax.set_ylim(max(0.0, min(means) - 15), 100)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main():
     args = parse_args()
     work_root = osp.abspath(args.work_dir)
-    options = list(SMOKE_OPTIONS) if args.smoke else []
+    rows = FRONTIER_ROWS if args.frontier else ROWS
+    seeds = args.seeds if args.seeds is not None else ([0] if args.frontier else [0, 1, 2])
+    options = dict(SMOKE_OPTIONS) if args.smoke else {}
+    # these networks are too small to gain from intra-op threads; spinning
+    # OpenMP threads made training ~10x slower on a busy machine
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
     start = time.time()
-    trained, checkpoints = [], {}
-    for row in ROWS:
-        work_dir = osp.join(work_root, osp.splitext(osp.basename(row.config))[0])
-        teachers = row.teachers or (
-            (('model.teacher_ckpt', ROWS[0].config), ) if is_distillation(row.config) else ())
-        row_options = list(options)
-        row_options += [f'{key}={checkpoints[config]}' for key, config in teachers]
-        row_start = time.time()
-        metrics = run_row(row, work_dir, row_options)
-        checkpoints[row.config] = last_checkpoint(work_dir)
-        trained.append((row, metrics, checkpoints[row.config], time.time() - row_start))
-    # the smoke run probes only the last row of each probe task (a distiller's student)
-    probed = {row.probe: row for row, *_ in trained} if args.smoke else None
-    results = []
-    for row, metrics, checkpoint, seconds in trained:
-        probe_dir = osp.join(work_root, 'linear_probe', osp.splitext(osp.basename(row.config))[0])
-        probe = None
-        if probed is None or probed[row.probe] is row:
-            probe = run_probe(row, checkpoint, probe_dir, args.smoke)
-        results.append((row, metrics, probe, seconds))
-    title = ('Smoke run (1 epoch, data subsets): top-1 accuracy on 64 test images'
-             if args.smoke else
-             'Top-1 accuracy on the digits test split (364 images) after the last epoch')
-    print('\n' + format_table(results, title))
-    probe_epochs = 1 if args.smoke else PROBE_EPOCHS
-    print(f'linear probe: top-1 of a linear classifier trained for {probe_epochs} epoch(s) on the '
-          'frozen features of each row\'s network, on the digits rotated by 90 degrees '
-          f'({PROBE}; {PROBE_4PX} for the 4x4 students); time: training only')
+    results = train_rows(rows, seeds, work_root, options, max(1, args.jobs))
+
+    seed_text = ', '.join(map(str, seeds))
+    if args.smoke:
+        title = f'Smoke run (1 epoch, data subsets): top-1 on 64 test images, seeds {seed_text}'
+    else:
+        title = f'Top-1 accuracy on the digits test split (364 images) after the last epoch, seeds {seed_text}'
+    probes = None
+    if args.frontier:
+        probes = {}
+        for row in rows:
+            for seed in seeds:
+                probe_dir = osp.join(work_root, f'seed{seed}', 'linear_probe', run_name(row.config))
+                probes[row.config, seed] = run_probe(row, results[row.config, seed].checkpoint, probe_dir,
+                                                     args.smoke)
+    print('\n' + format_table(rows, seeds, results, title, probes))
+    print('mean +- sample standard deviation over the seeds; "vs student alone": difference of the means '
+          '(points); time: wall time of a training run (runs train in parallel)')
+    if probes is not None:
+        print(f'linear probe: top-1 of a linear classifier trained for {1 if args.smoke else PROBE_EPOCHS} '
+              'epoch(s) on the frozen features of each network, on the digits rotated by 90 degrees '
+              f'({PROBE}; {PROBE_4PX} for the 4x4 students), per seed')
+    chart = osp.join(work_root, 'frontier.png' if args.frontier else 'results.png')
+    plot_results(rows, seeds, results, title, chart)
+    print(f'Bar chart: {chart}')
     print(f'Total wall time: {time.time() - start:.0f} s')
 
 

@@ -2,11 +2,11 @@
 # relation 1.0 and gradient relation 1.0. Anchor-relative relations of the
 # 128-d embeddings (feature) and of the task-loss gradients w.r.t. the pooled
 # features (gradient, student by double backpropagation) are contrasted with
-# 256 negatives from other classes each; both relations keep their own memory
+# 64 negatives from other classes each; both relations keep their own memory
 # banks in CRDMemoryBankHook.
 _base_ = ['./kd.py']
 
-__relation = dict(type='CRCDLoss', loss_weight=1.0, temperature=0.05, num_negatives=256,
+__relation = dict(type='CRCDLoss', loss_weight=1.0, temperature=0.05, num_negatives=64,
                   momentum=0.5, feat_dim=128)
 __data_samples = dict(from_student=True, recorder='data_samples', data_idx=1)
 

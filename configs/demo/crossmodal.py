@@ -13,24 +13,9 @@ model = dict(
     type='CrossModalDistill',
     teacher_data_preprocessor=_base_.data_preprocessor,
     distiller=dict(
-        distill_losses=dict(
-            loss_crd=dict(
-                type='CRDLoss',
-                loss_weight=0.8,
-                temperature=0.07,
-                num_negatives=1024,
-                momentum=0.5,
-                feat_dim=128,
-                negative_sampling='class_exact',
-                positive='exact')),
-        connectors=dict(
-            crd_s=dict(type='CRDConnector', dim_in=_base_.student_feat_dim, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=_base_.teacher_feat_dim, dim_out=128)),
-        loss_forward_mappings=dict(
-            loss_crd=dict(
-                s_feats=dict(from_student=True, recorder='feat', connector='crd_s'),
-                t_feats=dict(from_student=False, recorder='feat', connector='crd_t'),
-                data_samples=dict(from_student=True, recorder='data_samples', data_idx=1)))))
+        distill_losses=dict(loss_crd=_base_.crd_loss),
+        connectors=_base_.crd_connectors,
+        loss_forward_mappings=dict(loss_crd=_base_.crd_mapping)))
 
 pack = dict(type='PackInputs', algorithm_keys=['teacher_inputs'])
 train_dataloader = dict(dataset=dict(

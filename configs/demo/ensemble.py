@@ -3,20 +3,20 @@
 # resnet20 (configs/demo/teacher.py) and WRN-16-2 (configs/demo/teacher_wrn.py):
 # CE 1.0 + KD (T=4) 1.0 against the teachers' averaged logits + CRD 0.8
 # against each teacher (one embedding head per network, one memory-bank pair
-# per teacher-student pair in CRDMemoryBankHook, 1,024 negatives per sample).
+# per teacher-student pair in CRDMemoryBankHook, 64 negatives per sample).
 #
 # The teachers' checkpoints are the last ones of their own runs. tools/demo.py
 # (or a user) trains both teachers first, then passes their checkpoints:
 #   python tools/train.py configs/demo/ensemble.py --cfg-options \
-#       model.teachers.resnet20.ckpt=<teacher.py run>/epoch_30.pth \
-#       model.teachers.wrn_16_2.ckpt=<teacher_wrn.py run>/epoch_30.pth
+#       model.teachers.resnet20.ckpt=<teacher.py run>/epoch_15.pth \
+#       model.teachers.wrn_16_2.ckpt=<teacher_wrn.py run>/epoch_15.pth
 # The defaults below are those runs' checkpoints under work_dirs/demo/. Each
 # teacher's network is read from the config it was trained with (cfg_path).
 _base_ = ['./_base_digits.py']
 
 default_scope = 'mmrazor'
 
-__crd = dict(type='CRDLoss', loss_weight=0.8, temperature=0.07, num_negatives=1024, momentum=0.5,
+__crd = dict(type='CRDLoss', loss_weight=0.8, temperature=0.07, num_negatives=64, momentum=0.5,
              feat_dim=128, negative_sampling='class_exact', positive='exact')
 __recorders = dict(feat=dict(type='ModuleOutputs', source='neck'),
                    logits=dict(type='ModuleOutputs', source='head.fc'))
@@ -28,9 +28,9 @@ model = dict(
     architecture=_base_.student_net,
     teachers=dict(
         resnet20=dict(cfg_path='{{ fileDirname }}/teacher.py',
-                      ckpt='work_dirs/demo/teacher/epoch_30.pth'),
+                      ckpt='work_dirs/demo/teacher/epoch_15.pth'),
         wrn_16_2=dict(cfg_path='{{ fileDirname }}/teacher_wrn.py',
-                      ckpt='work_dirs/demo/teacher_wrn/epoch_30.pth')),
+                      ckpt='work_dirs/demo/teacher_wrn/epoch_15.pth')),
     distiller=dict(
         type='MultiTeacherDistiller',
         student_recorders=dict(__recorders, data_samples=dict(type='ModuleInputs', source='')),

@@ -3,9 +3,5 @@ _base_ = ['./_base_distill.py']
 
 model = dict(
     distiller=dict(
-        distill_losses=dict(
-            loss_kd=dict(type='KLDivergence', tau=4, loss_weight=1.0)),
-        loss_forward_mappings=dict(
-            loss_kd=dict(
-                preds_S=dict(from_student=True, recorder='logits'),
-                preds_T=dict(from_student=False, recorder='logits')))))
+        distill_losses=dict(loss_kd=_base_.kd_loss),
+        loss_forward_mappings=dict(loss_kd=_base_.kd_mapping)))
