@@ -6,9 +6,11 @@ and is applied when ``crd_mm`` is imported (configs do that through
 ``custom_imports``). ``APPLIED_PATCHES`` lists what was applied in this process.
 """
 import codecs
+import difflib
 import functools
 import io
 import os
+import os.path as osp
 import sys
 import types
 
@@ -184,7 +186,81 @@ def patch_keep_previous_checkpoint_until_saved():
     APPLIED_PATCHES.append('mmengine.hooks.CheckpointHook._save_checkpoint_with_step')
 
 
+CONFIG_SCOPE = 'crd_mm'
+
+
+def package_configs_dir():
+    """The recipes of this crd_mm: the package's ``.mim/configs`` (setup.py ships them there).
+
+    A non-editable install holds a copy, an editable one a link to the checkout's
+    ``configs/``; a checkout imported without installing (on ``PYTHONPATH``) has
+    no ``.mim`` and uses its ``configs/`` directly.
+    """
+    package = osp.dirname(osp.abspath(__file__))
+    shipped = osp.join(package, '.mim', 'configs')
+    checkout = osp.join(osp.dirname(package), 'configs')
+    if not osp.isdir(shipped) and osp.isdir(checkout):
+        return checkout
+    return shipped
+
+
+def resolve_package_config(relative_path):
+    """The file of ``crd_mm::<relative_path>``, or a FileNotFoundError naming the closest recipes."""
+    root = package_configs_dir()
+    path = osp.join(root, relative_path)
+    if osp.isfile(path):
+        return path
+    recipes = [osp.relpath(osp.join(d, f), root) for d, _, files in os.walk(root, followlinks=True)
+               for f in files if f.endswith(('.py', '.yaml', '.yml', '.json'))]
+    close = difflib.get_close_matches(relative_path, recipes, n=5, cutoff=0.5)
+    hint = (f'closest recipes: {", ".join(f"{CONFIG_SCOPE}::{c}" for c in close)}' if close
+            else f'{len(recipes)} recipes are there; paths are relative to that folder, '
+            f'e.g. {CONFIG_SCOPE}::crd/cifar100/crd_resnet56_resnet20_cifar100.py')
+    raise FileNotFoundError(f'{CONFIG_SCOPE}::{relative_path}: no such config in {root} (the recipes '
+                            f'shipped with the crd_mm imported from {osp.dirname(osp.abspath(__file__))}); {hint}')
+
+
+def patch_crd_mm_config_scope():
+    """mmengine 0.10.7 resolves ``<package>::<path>`` in ``_base_`` only for its own list of OpenMMLab packages.
+
+    ``Config._get_cfg_path`` asserts the package is in ``MODULE2PACKAGE``
+    ("mmengine does not support to load crd_mm config"), and for the others
+    also needs a ``.mim/model-index.yml``. ``crd_mm::<path>`` is resolved
+    here to the recipe shipped with the imported crd_mm
+    (:func:`package_configs_dir`), inherited as a plain file: no ``_scope_`` is
+    set on its variables, because crd_mm registers its modules in mmrazor's,
+    mmpretrain's and mmengine's registries and each recipe names its own
+    ``default_scope``. mmengine reads ``_base_`` before ``custom_imports``,
+    so ``crd_mm`` must be imported before the config is loaded (crd_mm's
+    tools do).
+
+    Other packages' ``<package>::<path>`` go to mmengine, once per path and
+    process: mmengine re-reads all of a package's metafiles for each of them
+    (mmpretrain's 85 YAML files, about 1 s per ``mmpretrain::`` base), and
+    the answer depends only on the path (failures are not remembered).
+    """
+    from mmengine.config import Config
+    original = Config._get_cfg_path
+    if getattr(original, 'crd_mm_scope', False):
+        return
+    resolve_external = functools.lru_cache(maxsize=None)(lambda cfg_path: original(cfg_path, None))
+
+    @functools.wraps(original)
+    def _get_cfg_path(cfg_path, filename):
+        scope, sep, relative_path = cfg_path.partition('::')
+        if not sep:
+            return original(cfg_path, filename)
+        if scope == CONFIG_SCOPE:
+            return resolve_package_config(relative_path), None
+        return resolve_external(cfg_path)
+
+    _get_cfg_path.crd_mm_scope = True
+    Config._get_cfg_path = staticmethod(_get_cfg_path)
+    APPLIED_PATCHES.append('mmengine.config.Config._get_cfg_path')
+
+
 patch_mmrazor_quantization()
 patch_checkpoint_allow_list()
 patch_atomic_checkpoint_save()
 patch_keep_previous_checkpoint_until_saved()
+patch_crd_mm_config_scope()

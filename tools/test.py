@@ -18,6 +18,14 @@ from mmengine.runner import Runner
 
 from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
 from crd_mm.utils.data_check import check_data
+from crd_mm.utils.teacher_check import check_teachers
+
+# the command suggested when a teacher checkpoint is missing, and how to do without it
+TRAIN_TOOL = osp.join(osp.dirname(osp.abspath(__file__)), 'train.py')
+TEST_TEACHER_HINT = (
+    "A checkpoint written by a distillation run holds its teachers' weights: to test it "
+    'without the teachers\' own files, set the keys above to None (e.g. --cfg-options '
+    'model.teacher_ckpt=None).')
 
 
 def parse_args():
@@ -141,6 +149,7 @@ def main():
         raise ValueError('--out-item needs --out to name the output file')
 
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_teachers(cfg, train_tool=TRAIN_TOOL, extra_hint=TEST_TEACHER_HINT)
     check_data(cfg, ('test_dataloader', ))
     setup_cpu_distributed(cfg, args.launcher)
 

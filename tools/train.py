@@ -13,6 +13,10 @@ from mmengine.runner import Runner
 
 from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
 from crd_mm.utils.data_check import check_data
+from crd_mm.utils.teacher_check import check_teachers
+
+# the command suggested when a teacher checkpoint is missing
+TRAIN_TOOL = osp.abspath(__file__)
 
 
 def parse_args():
@@ -121,6 +125,7 @@ def merge_args(cfg, args):
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_teachers(cfg, train_tool=TRAIN_TOOL)
     check_data(cfg, ('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)
 
