@@ -127,7 +127,7 @@ def check_kd(cfg, weight):
 @pytest.mark.parametrize('path', CONFIGS)
 def test_recipe_follows_the_paper(path):
     cfg, method = load(path), method_of(path)
-    imagenet = path.endswith('_in1k.py')
+    imagenet = path.endswith(('_in1k.py', '_in1k.yaml'))
     # schedules: the CRD paper's CIFAR-100 one (CKD: 480 cosine epochs, CRCD: 250), the
     # common ImageNet one (8 x 32 images)
     opt = cfg.optim_wrapper.optimizer
