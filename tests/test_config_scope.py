@@ -1,10 +1,12 @@
 """``crd_mm::<path>`` in ``_base_`` resolves to the recipes shipped with the imported crd_mm.
 
-The main test installs crd_mm non-editable into a temporary folder, writes a
-user config in another temporary folder that inherits a ``crd_mm::`` recipe
-and overrides it, and loads it there in a fresh interpreter that imports the
-installed copy. The expected model, data and schedule are the repository's
-recipe read directly by its file path, plus the user's overrides.
+The main test (slow) installs crd_mm non-editable into a temporary folder,
+writes a user config in another temporary folder that inherits a ``crd_mm::``
+recipe and overrides it, and loads it there in a fresh interpreter that
+imports the installed copy. The default suite does the same in this process,
+with the crd_mm this process imports. The expected model, data and schedule
+are the repository's recipe read directly by its file path, plus the user's
+overrides.
 """
 import json
 import os
@@ -71,6 +73,7 @@ def copy_sources(dst):
                                                   or n.endswith('.egg-info')])
 
 
+@pytest.mark.slow  # about 22 s of CPU here: pip install, then a fresh interpreter imports crd_mm
 def test_crd_mm_scope_from_a_non_editable_install(tmp_path):
     src, site, user = tmp_path / 'src', tmp_path / 'site', tmp_path / 'user'
     copy_sources(src)
