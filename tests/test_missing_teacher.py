@@ -108,6 +108,17 @@ def test_urls_existing_files_and_no_teacher_pass(tmp_path):
     assert teacher_checkpoints(recipe('configs/demo/student.py').model) == []
 
 
+def test_folder_outside_work_dirs_named_after_a_config(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = recipe(RECIPE)
+    cfg.merge_from_dict({'model.teacher_ckpt': 'runs/resnet56_cifar100/last.pth'})
+    teacher = osp.join(REPO_ROOT, TEACHER)
+    with pytest.raises(MissingTeacherError) as info:
+        check_teachers(cfg, train_tool=TRAIN)
+    assert f'Its folder is named after the config {teacher};' in str(info.value)
+    assert f'\n    python {TRAIN} {teacher} --work-dir runs/resnet56_cifar100\n' in str(info.value)
+
+
 def test_no_producing_config_still_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     cfg = recipe(RECIPE)

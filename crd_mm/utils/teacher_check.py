@@ -154,8 +154,10 @@ def _advice(item: TeacherCheckpoint, roots: Sequence[str], train_tool: str) -> s
         command = f'python {_shown(train_tool)} {_shown(config)}'
         if osp.abspath(_default_work_dir(config)) != osp.abspath(run_dir):
             command += f' --work-dir {run_dir}'
-        lines += [f'  It is written by the teacher config {_shown(config)}; train the teacher first:',
-                  f'    {command}']
+        known = item.cfg_path or 'work_dirs' in osp.normpath(item.path).split(os.sep)
+        source = ('It is written by the teacher config' if known else
+                  'Its folder is named after the config')
+        lines += [f'  {source} {_shown(config)}; train the teacher first:', f'    {command}']
     else:
         lines += [f'  No config in {" or ".join(map(_shown, roots))} is named after its folder '
                   "(tools/train.py writes a config's checkpoints to work_dirs/<config name>/); "
