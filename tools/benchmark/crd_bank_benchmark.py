@@ -57,6 +57,15 @@ class PeakRSS:
         self._thread.join()
 
 
+def write_report(report, out=None):
+    """Print a benchmark's Markdown report and, given ``out``, write it there too."""
+    print(report)
+    if out:
+        os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+        with open(out, 'w') as f:
+            f.write(report + '\n')
+
+
 def time_steps(step, steps, device):
     """Run ``step(0)`` as a warm-up, then time ``steps`` steps: (seconds per step, peak bytes above before)."""
     import torch
@@ -174,12 +183,7 @@ def main():
         lines.append(f"| {row['scale']} | {row['case']} | {row['build_s']:.2f} | {row['step_s']:.3f} | "
                      f"{row['peak_bytes'] / 2**20:.0f} | {ref['step_s'] / row['step_s']:.2f}x | "
                      f"{ref['peak_bytes'] / max(row['peak_bytes'], 1):.2f}x | {sync} |")
-    report = '\n'.join(lines)
-    print(report)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(report + '\n')
+    write_report('\n'.join(lines), args.out)
 
 
 if __name__ == '__main__':

@@ -30,6 +30,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from crd_bank_benchmark import write_report  # noqa: E402
+
 SCALES = dict(imagenet=1_281_167, glint360k=17_091_657)
 MEMORIES = ('replicated', 'sharded', 'queue')
 FEAT_DIM, NUM_NEGATIVES, QUEUE_SIZE = 128, 16384, 16384
@@ -195,12 +198,7 @@ def main():
                      f"{max(r['peak_rss'] for r in ranks) / 2**20:,.0f} | "
                      f"{sum(r['peak_rss'] for r in ranks) / 2**30:.1f} | {max(r['build_s'] for r in ranks):.1f} | "
                      f"{ranks[0]['step_s']:.3f} | {max(r['sent_bytes'] for r in ranks) / 1e6:.2f} MB |")
-    report = '\n'.join(lines)
-    print(report)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(report + '\n')
+    write_report('\n'.join(lines), args.out)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crd_bank_benchmark import time_steps  # noqa: E402
+from crd_bank_benchmark import time_steps, write_report  # noqa: E402
 
 NUM_SAMPLES, FEAT_DIM, NUM_CLASSES, CHANNELS = 50_000, 128, 100, 256
 LOSSES = {
@@ -127,12 +127,7 @@ def main():
                              f"{'yes' if fits else 'no'} |")
                 if not fits:
                     break
-    report = '\n'.join(lines)
-    print(report)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(report + '\n')
+    write_report('\n'.join(lines), args.out)
 
 
 if __name__ == '__main__':
