@@ -19,8 +19,6 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import DATASETS, MODELS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 
-import crd_mm  # noqa: F401  (registers the datasets, backbones and transforms of our configs)
-
 # what collect_outputs can return besides 'labels' and 'indices'
 OUTPUTS = ('logits', 'neck', 'backbone')
 
@@ -55,6 +53,9 @@ def build_trained_classifier(cfg: Config, checkpoint: str, device: str = 'cpu') 
         student['data_preprocessor'] = preprocessor
     with DefaultScope.overwrite_default_scope(_scope(cfg)):
         model = MODELS.build(student)
+    if not all(hasattr(model, name) for name in ('backbone', 'head', 'extract_feat')):
+        raise ValueError(f'the analysis tools read image classifiers (an mmpretrain ImageClassifier, or a '
+                         f'distiller whose model.architecture is one); this config builds a {type(model).__name__}')
     state = _load_checkpoint(checkpoint, map_location='cpu')
     state = state.get('state_dict', state)
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

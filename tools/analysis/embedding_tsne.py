@@ -10,7 +10,8 @@ Usage::
 
     python tools/analysis/embedding_tsne.py CONFIG CKPT [CONFIG CKPT ...] [--titles T ...] \
         [--layer neck|backbone|logits] [--split test|train] [--max-samples 1000] \
-        [--perplexity 30] [--seed 0] [--out PNG] [--dump JSON] [--cfg-options KEY=VALUE ...]
+        [--perplexity 30] [--seed 0] [--out PNG] [--dump JSON] [--cfg-options KEY=VALUE ...] \
+        [--device cpu|cuda]
 
 Each config is a training config (an mmpretrain classifier, or an mmrazor
 distiller whose student, ``model.architecture``, is read from its checkpoint
@@ -52,9 +53,14 @@ def parse_args():
     parser.add_argument('--out', help='the PNG to write (default: beside the first checkpoint)')
     parser.add_argument('--dump', help='also write the plotted points to this JSON file')
     parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
+    parser.add_argument('--device', help="where the networks run, e.g. cpu, cuda:0 (default: cuda if "
+                        "torch sees one, else cpu)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
     args = parser.parse_args()
+    if args.device is None:
+        import torch
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if len(args.pairs) % 2:
         parser.error(f'give CONFIG CKPT pairs; got {len(args.pairs)} paths: {args.pairs}')
     args.pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
@@ -103,7 +109,7 @@ def main():
         elif max(indices) >= len(dataset):
             raise ValueError(f"{config}'s {args.split} split has {len(dataset)} images, fewer than the first "
                              'panel\'s: every panel must show the same images')
-        outputs = collect_outputs(build_trained_classifier(cfg, checkpoint), dataset, indices,
+        outputs = collect_outputs(build_trained_classifier(cfg, checkpoint, args.device), dataset, indices,
                                   outputs=(args.layer, ), batch_size=args.batch_size)
         if panels and (outputs['labels'] != panels[0]['labels']).any():
             raise ValueError(f"{config}'s {args.split} split has other labels than the first panel's at the "

@@ -13,7 +13,7 @@ Usage::
 
     python tools/analysis/logit_correlation.py TEACHER_CONFIG TEACHER_CKPT STUDENT_CONFIG STUDENT_CKPT \
         [STUDENT_CONFIG STUDENT_CKPT ...] [--titles T ...] [--split test|train] [--vmax V] [--out PNG] \
-        [--cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...] [--device cpu|cuda]
 
 Several students make panels side by side on one colour scale (as the
 paper's figure: the student alone, with KD, with CRD), up to ``--vmax``
@@ -52,9 +52,14 @@ def parse_args():
     parser.add_argument('--vmax', type=float, help='top of the colour scale (default: the largest difference)')
     parser.add_argument('--out', help="the PNG to write (default: beside the first student's checkpoint)")
     parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
+    parser.add_argument('--device', help="where the networks run, e.g. cpu, cuda:0 (default: cuda if "
+                        "torch sees one, else cpu)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
     args = parser.parse_args()
+    if args.device is None:
+        import torch
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if len(args.students) % 2:
         parser.error(f'give STUDENT_CONFIG STUDENT_CKPT pairs; got {len(args.students)} paths: {args.students}')
     args.students = list(zip(args.students[::2], args.students[1::2]))
@@ -68,7 +73,8 @@ def logits_of(config: str, checkpoint: str, args):
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     dataset = build_split(cfg, args.split)
-    outputs = collect_outputs(build_trained_classifier(cfg, checkpoint), dataset, batch_size=args.batch_size)
+    model = build_trained_classifier(cfg, checkpoint, args.device)
+    outputs = collect_outputs(model, dataset, batch_size=args.batch_size)
     return outputs, dataset
 
 
