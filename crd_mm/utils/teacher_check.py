@@ -149,7 +149,7 @@ def _teacher_config(item: TeacherCheckpoint, roots: Sequence[str]) -> Optional[s
 def _advice(item: TeacherCheckpoint, roots: Sequence[str], train_tool: str) -> str:
     lines = [f'{item.key} = {item.path!r} does not exist ({osp.abspath(item.path)}).']
     config = _teacher_config(item, roots)
-    run_dir = osp.dirname(osp.normpath(item.path))
+    run_dir = osp.dirname(osp.normpath(item.path)) or os.curdir
     if config is not None:
         command = f'python {_shown(train_tool)} {_shown(config)}'
         if osp.abspath(_default_work_dir(config)) != osp.abspath(run_dir):
