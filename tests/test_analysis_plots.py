@@ -11,7 +11,9 @@ test split in this process, and the json logs read line by line.
 """
 import copy
 import json
+import os
 import os.path as osp
+import signal
 import sys
 import time
 
@@ -71,6 +73,13 @@ class Outputs:
             self.outputs[name] = self.cmd.wait(self.procs.pop(name), timeout=300)
         return self.outputs[name]
 
+    def stop(self):
+        """End the commands no test waited for (their tests were skipped or failed early)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, cmd):
@@ -93,7 +102,8 @@ def runs(tmp_path_factory, cmd):
     while time.strftime('%Y%m%d_%H%M%S') == student.timestamp:
         time.sleep(0.2)
     train('configs/demo/student.py', tmp / 'student', resume=True, **{'train_cfg.max_epochs': 3})
-    return tmp, heavy, expected
+    yield tmp, heavy, expected
+    heavy.stop()
 
 
 def read_log(work_dir):
