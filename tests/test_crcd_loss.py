@@ -30,6 +30,28 @@ def test_relation_scores_equal_the_materialised_relations():
     torch.testing.assert_close(relation_scores(v, bank, idx, contrast, 0.05), expected)
 
 
+def test_coinciding_rows_and_an_embedding_at_its_anchor_give_zero_relations_in_float32():
+    """Rows that coincide at different indices (the teacher's gradient embeddings of samples it
+    classifies perfectly all equal its head's normalised bias) and an embedding equal to its
+    anchor have zero relation vectors: cosine 0 as F.normalize gives, finite gradients. The
+    float32 expansion left rounding noise divided by ~1e-12 there (scores ~1e6, then NaN in a
+    demo run)."""
+    gen = torch.Generator().manual_seed(0)
+    bank = F.normalize(torch.randn(6, 8, generator=gen), dim=1)
+    bank[1] = bank[0]
+    v = bank[:3].clone().requires_grad_()       # every embedding equals its own row
+    idx = torch.tensor([0, 1, 2])
+    contrast = torch.tensor([[0, 3, 1], [1, 4, 0], [2, 5, 0]])
+    scores = relation_scores(v, bank, idx, contrast, 0.05)
+    scores.sum().backward()
+    assert torch.isfinite(v.grad).all()
+    b64, v64 = bank.double(), v.detach().double()
+    expected = torch.stack([
+        F.normalize(b64[contrast[i]] - b64[idx[a]], dim=1) @ F.normalize(v64[i] - b64[idx[a]], dim=0) / 0.05
+        for i in range(3) for a in range(3) if a != i])
+    torch.testing.assert_close(scores.double(), expected, atol=1e-4, rtol=1e-4)
+
+
 def bank_loss(relation='feature', dtype=torch.float64):
     loss = CRCDLoss(num_negatives=4, feat_dim=6, negative_sampling='uniform', relation=relation,
                     student_channels=5 if relation == 'gradient' else None,

@@ -30,13 +30,14 @@ def relation_scores(embeds: torch.Tensor, bank: torch.Tensor, anchor_idx: torch.
     so memory grows as B^2 (K + 1) only. A candidate at the anchor's own row
     (the positive of the pair a = i, or a negative drawn at a batch sample's
     index) has w - a = 0; it is recognised by index, since the expansion cannot
-    resolve a zero difference in float32.
+    resolve a zero difference in float32, and so is any relation vector (w - a
+    or v_i - a) too short for the expansion to resolve (rows that coincide).
 
-    Without ``include_self_pairs`` the pairs a = i are left out and a
-    zero-difference candidate scores 0 (F.normalize's zero vector); returns
+    Without ``include_self_pairs`` the pairs a = i are left out and a zero
+    relation vector scores 0 (F.normalize's zero vector); returns
     (B (B - 1), K + 1). With it, the authors' form: every relation is
     normalize(x - a + 1e-6), all B^2 pairs are kept (row i * B + a) and a
-    zero-difference candidate points along ones / sqrt(D); returns (B^2, K + 1).
+    zero relation vector points along ones / sqrt(D); returns (B^2, K + 1).
     """
     dtype = compute_dtype(embeds)
     batch, num_candidates = contrast_idx.shape
@@ -52,15 +53,26 @@ def relation_scores(embeds: torch.Tensor, bank: torch.Tensor, anchor_idx: torch.
     ww = (w * w).sum(2, keepdim=True)                       # (B, K+1, 1)   |w_ik|^2
     vv = (v * v).sum(1)[:, None, None]                      # (B, 1, 1)     |v_i|^2
     sq_w = ww - 2 * wa + aa                                 # |w_ik - a|^2
-    norm_v = (vv - 2 * av + aa).clamp_min(0).sqrt().clamp_min(1e-12)  # |v_i - a|
-    same_row = contrast_idx[:, :, None] == anchor_idx[None, None, :]  # (B, K+1, B)
-    norm_w = torch.where(same_row, 1.0, sq_w.clamp_min(1e-12).sqrt())
+    sq_v = vv - 2 * av + aa                                 # |v_i - a|^2
+    # Below this squared length the expansion cannot resolve a relation vector's direction
+    # (rounding of the dot products of unit rows): such a vector counts as zero. Zero
+    # vectors arise as a candidate at the anchor's own row, rows that coincide (e.g. the
+    # teacher's gradient embeddings of samples it classifies perfectly) and an embedding
+    # equal to its anchor.
+    tiny = 32 * torch.finfo(dtype).eps
+    zero_w = (contrast_idx[:, :, None] == anchor_idx[None, None, :]) | (sq_w <= tiny)  # (B, K+1, B)
+    zero_v = sq_v <= tiny                                                              # (B, 1, B)
+    norm_w, norm_v = sq_w.clamp_min(tiny).sqrt(), sq_v.clamp_min(tiny).sqrt()
     cosine = (wv - wa - av + aa) / (norm_w * norm_v)
     if include_self_pairs:
-        along_ones = (v.sum(1)[:, None, None] - a.sum(1)) / (math.sqrt(v.shape[1]) * norm_v)
-        cosine = torch.where(same_row, along_ones, cosine)
+        # the authors' shift turns a zero relation vector into the direction ones / sqrt(D)
+        root_d = math.sqrt(v.shape[1])
+        w_along_ones = (v.sum(1)[:, None, None] - a.sum(1)) / (root_d * norm_v)
+        v_along_ones = (w.sum(2, keepdim=True) - a.sum(1)) / (root_d * norm_w)
+        cosine = torch.where(zero_w, w_along_ones, torch.where(zero_v, v_along_ones, cosine))
+        cosine = torch.where(zero_w & zero_v, 1.0, cosine)
         return cosine.permute(0, 2, 1).reshape(batch * batch, num_candidates) / temperature
-    cosine = torch.where(same_row, 0.0, cosine)
+    cosine = torch.where(zero_w | zero_v, 0.0, cosine)  # F.normalize's zero vector
     off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=cosine.device)
     return cosine.permute(0, 2, 1)[off_diagonal] / temperature  # (B(B-1), K+1)
 
