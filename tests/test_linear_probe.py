@@ -30,11 +30,13 @@ def assert_frozen_copy(probe_ckpt, trained_ckpt, prefix):
 
 
 def test_probe_of_a_briefly_trained_student_beats_chance_widely(cmd, tmp_path):
+    # all 1,433 training digits (the demo's students see 10 per class), for the network and the probe
+    all_digits = 'train_dataloader.dataset.samples_per_class=None'
     cmd.python(['tools/train.py', 'configs/demo/student.py', '--work-dir', tmp_path / 'student',
-                '--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2'], timeout=180)
+                '--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', all_digits], timeout=180)
     checkpoint = tmp_path / 'student' / 'epoch_2.pth'
     out = cmd.python([PROBE, 'configs/demo/student.py', checkpoint, '--dataset-config', DIGITS,
-                      '--work-dir', tmp_path / 'probe', '--epochs', '3'], timeout=180)
+                      '--work-dir', tmp_path / 'probe', '--epochs', '3', '--cfg-options', all_digits], timeout=180)
     result = json.loads((tmp_path / 'probe' / 'linear_probe.json').read_text())
     assert f"linear probe top-1 on {DIGITS}: {result['accuracy/top1']:.2f}" in out
     assert result['epochs'] == 3
