@@ -108,6 +108,23 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_the_chart_is_written(t
     assert image is not None and image.shape[0] > 300 and image.shape[1] > 600
 
 
+def test_a_run_whose_loss_turns_nan_is_flagged_and_marked_in_the_table(tmp_path):
+    """A diverged run must not pass for a result: its epoch is recorded and the table says so."""
+    demo = load_demo()
+    options = {'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2, 'val_dataloader.dataset.indices': 32}
+    healthy = demo.train(demo.STUDENT, str(tmp_path / 'healthy'), 0, options)
+    diverged = demo.train(demo.STUDENT, str(tmp_path / 'diverged'), 0, {**options, 'optim_wrapper.optimizer.lr': 1e30})
+    assert healthy.diverged_at is None
+    logged = [r for r in map(json.loads, open(glob.glob(str(tmp_path / 'diverged' / '*' / 'vis_data' / '*.json'))[0]))
+              if 'loss' in r]
+    first_bad = next(r['epoch'] for r in logged if not np.isfinite(r['loss']))
+    assert diverged.diverged_at == first_bad
+    results = {(demo.STUDENT, 0): healthy, (demo.TEACHER, 0): diverged}
+    table = demo.format_table([demo.ROWS[0], demo.ROWS[1]], [0], results, 'title')
+    assert f'(diverged at epoch {first_bad})' in table.splitlines()[3]
+    assert 'diverged' not in table.splitlines()[4]
+
+
 def table_rows(out, title):
     table = out[out.index(title):].splitlines()
     return [[c.strip() for c in line.strip('|').split('|')] for line in table[3:] if line.startswith('| ')]

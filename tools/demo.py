@@ -31,6 +31,7 @@ Usage::
 """
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import os.path as osp
@@ -67,10 +68,12 @@ class Row(NamedTuple):
 
 
 class Run(NamedTuple):
-    """What one training run left: its last validation, checkpoint and wall time."""
+    """What one training run left: its last validation, checkpoint and wall time, and the first
+    epoch whose logged training loss was not finite (None: it never diverged)."""
     metrics: dict
     checkpoint: str
     seconds: float
+    diverged_at: Optional[int] = None
 
 
 TEACHER = 'configs/demo/teacher.py'
@@ -166,6 +169,17 @@ def last_validation(run_dir: str) -> dict:
     return last
 
 
+def first_non_finite_loss(run_dir: str) -> Optional[int]:
+    """The first epoch whose logged training ``loss`` is NaN or infinite in a run's json log, if any."""
+    timestamp = osp.basename(run_dir)
+    with open(osp.join(run_dir, 'vis_data', f'{timestamp}.json')) as f:
+        for line in f:
+            record = json.loads(line)
+            if 'loss' in record and not math.isfinite(record['loss']):
+                return record.get('epoch', record.get('iter'))
+    return None
+
+
 def last_checkpoint(work_dir: str) -> str:
     """The checkpoint mmengine's CheckpointHook saved last in ``work_dir``."""
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
@@ -204,15 +218,17 @@ def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
     cfg.experiment_name = f'{run_name(config)}_seed{seed}'
     runner = Runner.from_cfg(cfg)
     runner.train()
-    metrics = last_validation(osp.join(work_dir, runner.timestamp))
-    return Run(metrics, last_checkpoint(work_dir), time.time() - start)
+    run_dir = osp.join(work_dir, runner.timestamp)
+    return Run(last_validation(run_dir), last_checkpoint(work_dir), time.time() - start,
+               first_non_finite_loss(run_dir))
 
 
 def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, options: dict,
                jobs: int) -> Dict[Tuple[str, int], Run]:
     """Train every row once per seed, up to ``jobs`` at once; a row starts when its teachers are done."""
     results: Dict[Tuple[str, int], Run] = {}
-    pending = [(row, seed) for seed in seeds for row in rows]
+    # row by row: every seed's teacher starts first, so the rows that need it are ready early
+    pending = [(row, seed) for row in rows for seed in seeds]
     context = multiprocessing.get_context('spawn')
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker) as pool:
         running = {}
@@ -237,8 +253,9 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, option
                     pool.shutdown(cancel_futures=True)
                     sys.exit(f'[demo] seed {seed}, {row.label} failed: {error!r}; its log is under {work_dir}')
                 results[row.config, seed] = run
+                diverged = '' if run.diverged_at is None else f', DIVERGED: NaN/inf loss from epoch {run.diverged_at}'
                 print(f'[demo] seed {seed}, {row.label}: top-1 {run.metrics[METRIC]:.2f} '
-                      f'({run.seconds:.0f} s)', flush=True)
+                      f'({run.seconds:.0f} s{diverged})', flush=True)
     return results
 
 
@@ -258,6 +275,46 @@ def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
         return json.load(f)[METRIC]
 
 
+def picture_commands(results: Dict[Tuple[str, int], Run], seed: int, work_root: str) -> Dict[str, List[str]]:
+    """The tools/analysis commands that draw one seed's runs: logit correlations, t-SNE maps, curves."""
+    def run_args(config):
+        return [config, results[config, seed].checkpoint]
+
+    students = [(STUDENT, 'student alone'), ('configs/demo/kd.py', 'KD'), ('configs/demo/crd.py', 'CRD'),
+                ('configs/demo/crd_kd.py', 'CRD+KD')]
+    curves = [row for row in ROWS[1:]]
+    return {
+        'logit_correlation.png': [
+            'logit_correlation.py', *run_args(TEACHER), *[a for c, _ in students for a in run_args(c)],
+            '--titles', *[title for _, title in students]],
+        'tsne.png': [
+            'embedding_tsne.py', *[a for c, _ in students for a in run_args(c)],
+            '--titles', *[title for _, title in students]],
+        'curves.png': [
+            'plot_curves.py', *[osp.join(work_root, f'seed{seed}', run_name(row.config)) for row in curves],
+            '--keys', 'student.loss|loss', METRIC,
+            '--legend', *[run_name(row.config) for row in curves]],
+    }
+
+
+def draw_pictures(commands: Dict[str, List[str]], work_root: str) -> None:
+    """Run the picture tools at once, each logging to ``<work_root>/<picture>.log``; report what they wrote."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+    running = []
+    for picture, (tool, *args) in commands.items():
+        out = osp.join(work_root, picture)
+        cmd = [osp.join('tools', 'analysis', tool), *args, '--out', out]
+        log = open(osp.splitext(out)[0] + '.log', 'w')
+        running.append((out, cmd, log, subprocess.Popen([sys.executable, *cmd], cwd=REPO_ROOT, env=env,
+                                                        stdout=log, stderr=subprocess.STDOUT)))
+    print('\nPictures of the first seed\'s runs (tools/analysis/, see docs/analysis.md):')
+    for out, cmd, log, process in running:
+        status = 'written' if process.wait() == 0 else f'FAILED, see {log.name}'
+        log.close()
+        print(f'  {out} ({status}):\n    python {" ".join(cmd)}')
+
+
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
@@ -273,9 +330,12 @@ def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[
     header.append('time per run (s)')
     lines = [header]
     for row in rows:
-        top1 = [results[row.config, s].metrics[METRIC] for s in seeds]
+        runs = [results[row.config, s] for s in seeds]
+        top1 = [run.metrics[METRIC] for run in runs]
         mean, std = mean_std(top1)
-        cells = [row.label, row.config, f'{mean:.2f} +- {std:.2f}', ' / '.join(f'{v:.2f}' for v in top1),
+        per_seed = [f'{v:.2f}' if run.diverged_at is None else f'{v:.2f} (diverged at epoch {run.diverged_at})'
+                    for v, run in zip(top1, runs)]
+        cells = [row.label, row.config, f'{mean:.2f} +- {std:.2f}', ' / '.join(per_seed),
                  '' if row.config in (STUDENT, TEACHER, SECOND_TEACHER) else f'{mean - baseline:+.2f}']
         if probes is not None:
             cells.append(' / '.join(f'{probes[row.config, s]:.2f}' for s in seeds))
@@ -355,7 +415,14 @@ def main():
     chart = osp.join(work_root, 'frontier.png' if args.frontier else 'results.png')
     plot_results(rows, seeds, results, title, chart)
     print(f'Bar chart: {chart}')
+    if not args.frontier:
+        draw_pictures(picture_commands(results, seeds[0], work_root), work_root)
     print(f'Total wall time: {time.time() - start:.0f} s')
+    diverged = [(row.label, seed) for row in rows for seed in seeds if results[row.config, seed].diverged_at]
+    if diverged:
+        sys.exit('[demo] training diverged (a NaN or infinite loss) in: ' +
+                 '; '.join(f'{label}, seed {seed}' for label, seed in diverged) +
+                 ': their accuracies above are not results; see their logs')
 
 
 if __name__ == '__main__':
