@@ -35,6 +35,7 @@ import math
 import multiprocessing
 import os
 import os.path as osp
+import shlex
 import statistics
 import subprocess
 import sys
@@ -60,11 +61,14 @@ class Row(NamedTuple):
     (--frontier), and ``teachers`` pairs config keys with the configs of
     earlier rows whose last checkpoints (of the same seed) they get; by
     default a config with ``model.teacher_ckpt`` gets the teacher row's.
+    ``baseline`` is the row it is compared with: the student trained alone
+    on the same view.
     """
     label: str
     config: str
     probe: str = PROBE
     teachers: Tuple[Tuple[str, str], ...] = ()
+    baseline: str = 'configs/demo/student.py'
 
 
 class Run(NamedTuple):
@@ -98,8 +102,10 @@ FRONTIER_ROWS = [
     Row('second teacher: WRN-16-2 (all 1,433 images)', SECOND_TEACHER),
     Row('student + ensemble (resnet20, WRN-16-2): CRD each + KD', 'configs/demo/ensemble.py',
         teachers=(('model.teachers.resnet20.ckpt', TEACHER), ('model.teachers.wrn_16_2.ckpt', SECOND_TEACHER))),
-    Row('4x4 student alone: resnet8', 'configs/demo/crossmodal_student.py', PROBE_4PX),
-    Row('4x4 student + CRD from 16x16 teacher', 'configs/demo/crossmodal.py', PROBE_4PX),
+    Row('4x4 student alone: resnet8', 'configs/demo/crossmodal_student.py', PROBE_4PX,
+        baseline='configs/demo/crossmodal_student.py'),
+    Row('4x4 student + CRD from 16x16 teacher', 'configs/demo/crossmodal.py', PROBE_4PX,
+        baseline='configs/demo/crossmodal_student.py'),
 ]
 
 # One epoch on the first 96 training and 64 test images.
@@ -189,7 +195,7 @@ def last_checkpoint(work_dir: str) -> str:
 def train_command(config: str, work_dir: str, seed: int, options: dict) -> str:
     """The ``tools/train.py`` command that trains the same run."""
     cfg_options = [f'{key}={value}' for key, value in options.items()] + [f'randomness.seed={seed}']
-    return f'python tools/train.py {config} --work-dir {work_dir} --cfg-options {" ".join(cfg_options)}'
+    return shlex.join(['python', 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *cfg_options])
 
 
 def quiet_worker() -> None:
@@ -312,7 +318,7 @@ def draw_pictures(commands: Dict[str, List[str]], work_root: str) -> None:
     for out, cmd, log, process in running:
         status = 'written' if process.wait() == 0 else f'FAILED, see {log.name}'
         log.close()
-        print(f'  {out} ({status}):\n    python {" ".join(cmd)}')
+        print(f'  {out} ({status}):\n    {shlex.join(["python", *cmd])}')
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -322,8 +328,9 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[str, int], Run],
                  title: str, probes: Optional[Dict[Tuple[str, int], float]] = None) -> str:
-    """A markdown table: label, config, top-1 mean +- std, per seed, gain over the student alone, probe, time."""
-    baseline = mean_std([results[STUDENT, s].metrics[METRIC] for s in seeds])[0]
+    """A markdown table: label, config, top-1 mean +- std, per seed, gain over the row's baseline, probe, time."""
+    def mean_top1(config):
+        return mean_std([results[config, s].metrics[METRIC] for s in seeds])[0]
     header = ['method', 'config', 'top-1 (%) mean +- std', 'per seed', 'vs student alone']
     if probes is not None:
         header.append('linear probe (%)')
@@ -336,7 +343,8 @@ def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[
         per_seed = [f'{v:.2f}' if run.diverged_at is None else f'{v:.2f} (diverged at epoch {run.diverged_at})'
                     for v, run in zip(top1, runs)]
         cells = [row.label, row.config, f'{mean:.2f} +- {std:.2f}', ' / '.join(per_seed),
-                 '' if row.config in (STUDENT, TEACHER, SECOND_TEACHER) else f'{mean - baseline:+.2f}']
+                 '' if row.config in (row.baseline, TEACHER, SECOND_TEACHER) else
+                 f'{mean - mean_top1(row.baseline):+.2f}']
         if probes is not None:
             cells.append(' / '.join(f'{probes[row.config, s]:.2f}' for s in seeds))
         cells.append(f'{statistics.mean(results[row.config, s].seconds for s in seeds):.0f}')
@@ -407,7 +415,8 @@ def main():
                                                      args.smoke)
     print('\n' + format_table(rows, seeds, results, title, probes))
     print('mean +- sample standard deviation over the seeds; "vs student alone": difference of the means '
-          '(points); time: wall time of a training run (runs train in parallel)')
+          '(points) from the student trained alone on the same view; time: wall time of a training run '
+          '(runs train in parallel)')
     if probes is not None:
         print(f'linear probe: top-1 of a linear classifier trained for {1 if args.smoke else PROBE_EPOCHS} '
               'epoch(s) on the frozen features of each network, on the digits rotated by 90 degrees '
