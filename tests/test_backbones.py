@@ -41,6 +41,7 @@ ARCHS = {
 def build_classifier(backbone: dict, width: int):
     return MODELS.build(
         dict(
+            _scope_='mmpretrain',  # whatever default scope an earlier test in this process left
             type='ImageClassifier',
             backbone=backbone,
             neck=dict(type='GlobalAveragePooling'),
@@ -85,4 +86,4 @@ def test_backbone_trains(name):
 ])
 def test_unknown_arch_is_refused(cfg):
     with pytest.raises(KeyError, match='Unknown arch'):
-        MODELS.build(cfg)
+        MODELS.build(dict(cfg, _scope_='mmpretrain'))

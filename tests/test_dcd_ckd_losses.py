@@ -165,7 +165,7 @@ def test_invalid_hyper_parameters_are_refused():
 # ---------------------------------------------------------------- registry
 def test_losses_build_from_mmrazor_registry():
     dcd = MODELS.build(
-        dict(type='DCDLoss', loss_weight=2.0, consistency_weight=0.25))
+        dict(_scope_='mmrazor', type='DCDLoss', loss_weight=2.0, consistency_weight=0.25))
     ckd = MODELS.build(dict(type='mmrazor.CKDLoss', temperature=0.5))
     assert isinstance(dcd, DCDLoss)
     assert dcd.loss_weight == 2.0 and dcd.consistency_weight == 0.25
