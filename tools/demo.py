@@ -265,6 +265,13 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, option
     return results
 
 
+def tool_env() -> dict:
+    """The environment of the repository's tools run as subprocesses: this checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+    return env
+
+
 def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
     """The linear probe of a row's trained network on its probe task; its top-1."""
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'analysis', 'linear_probe.py'),
@@ -273,9 +280,7 @@ def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
     if smoke:
         cmd += ['--cfg-options', *SMOKE_PROBE_OPTIONS]
     print(f'\n[demo] linear probe of {row.label}: {" ".join(cmd[1:])}', flush=True)
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
-    if subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode != 0:
+    if subprocess.run(cmd, cwd=REPO_ROOT, env=tool_env()).returncode != 0:
         sys.exit(f'[demo] linear probe of {row.label} failed')
     with open(osp.join(work_dir, 'linear_probe.json')) as f:
         return json.load(f)[METRIC]
@@ -288,7 +293,7 @@ def picture_commands(results: Dict[Tuple[str, int], Run], seed: int, work_root: 
 
     students = [(STUDENT, 'student alone'), ('configs/demo/kd.py', 'KD'), ('configs/demo/crd.py', 'CRD'),
                 ('configs/demo/crd_kd.py', 'CRD+KD')]
-    curves = [row for row in ROWS[1:]]
+    curves = ROWS[1:]
     return {
         'logit_correlation.png': [
             'logit_correlation.py', *run_args(TEACHER), *[a for c, _ in students for a in run_args(c)],
@@ -305,14 +310,12 @@ def picture_commands(results: Dict[Tuple[str, int], Run], seed: int, work_root: 
 
 def draw_pictures(commands: Dict[str, List[str]], work_root: str) -> None:
     """Run the picture tools at once, each logging to ``<work_root>/<picture>.log``; report what they wrote."""
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
     running = []
     for picture, (tool, *args) in commands.items():
         out = osp.join(work_root, picture)
         cmd = [osp.join('tools', 'analysis', tool), *args, '--out', out]
         log = open(osp.splitext(out)[0] + '.log', 'w')
-        running.append((out, cmd, log, subprocess.Popen([sys.executable, *cmd], cwd=REPO_ROOT, env=env,
+        running.append((out, cmd, log, subprocess.Popen([sys.executable, *cmd], cwd=REPO_ROOT, env=tool_env(),
                                                         stdout=log, stderr=subprocess.STDOUT)))
     print('\nPictures of the first seed\'s runs (tools/analysis/, see docs/analysis.md):')
     for out, cmd, log, process in running:

@@ -10,17 +10,40 @@ the data preprocessor the run used, and run in eval mode over the config's
 test (or training) split through the config's *test* pipeline, in dataset
 order.
 """
-from typing import Dict, Optional, Sequence, Tuple
+import argparse
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DATASETS, MODELS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 
 # what collect_outputs can return besides 'labels' and 'indices'
 OUTPUTS = ('logits', 'neck', 'backbone')
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every tool that runs trained networks: --batch-size, --device, --cfg-options."""
+    parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
+    parser.add_argument('--device', help="where the networks run, e.g. cpu, cuda:0 (default: cuda if "
+                        "torch sees one, else cpu)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
+
+
+def default_device(device: Optional[str]) -> str:
+    """``device``, or cuda where torch sees a GPU, else cpu."""
+    return device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def config_checkpoint_pairs(parser: argparse.ArgumentParser, paths: Sequence[str],
+                            what: str = 'CONFIG CKPT') -> List[Tuple[str, str]]:
+    """Consecutive (config, checkpoint) pairs of a positional list; a usage error if one is incomplete."""
+    if len(paths) % 2:
+        parser.error(f'give {what} pairs; got {len(paths)} paths: {paths}')
+    return list(zip(paths[::2], paths[1::2]))
 
 
 def student_of(model_cfg: ConfigDict) -> Tuple[ConfigDict, str]:

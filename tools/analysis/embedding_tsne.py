@@ -31,9 +31,10 @@ import os
 import os.path as osp
 
 import numpy as np
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
-from crd_mm.utils.analysis import build_split, build_trained_classifier, class_names, collect_outputs
+from crd_mm.utils.analysis import (add_network_arguments, build_split, build_trained_classifier, class_names,
+                                   collect_outputs, config_checkpoint_pairs, default_device)
 
 
 def parse_args():
@@ -52,18 +53,10 @@ def parse_args():
     parser.add_argument('--seed', type=int, default=0, help='seed of the subsample and of t-SNE')
     parser.add_argument('--out', help='the PNG to write (default: beside the first checkpoint)')
     parser.add_argument('--dump', help='also write the plotted points to this JSON file')
-    parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
-    parser.add_argument('--device', help="where the networks run, e.g. cpu, cuda:0 (default: cuda if "
-                        "torch sees one, else cpu)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
+    add_network_arguments(parser)
     args = parser.parse_args()
-    if args.device is None:
-        import torch
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if len(args.pairs) % 2:
-        parser.error(f'give CONFIG CKPT pairs; got {len(args.pairs)} paths: {args.pairs}')
-    args.pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
+    args.device = default_device(args.device)
+    args.pairs = config_checkpoint_pairs(parser, args.pairs, 'CONFIG CKPT')
     if args.titles and len(args.titles) != len(args.pairs):
         parser.error(f'--titles gives {len(args.titles)} titles for {len(args.pairs)} panels')
     if args.max_samples < 4:

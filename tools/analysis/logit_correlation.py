@@ -35,9 +35,10 @@ import os
 import os.path as osp
 
 import numpy as np
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
-from crd_mm.utils.analysis import build_split, build_trained_classifier, class_names, collect_outputs
+from crd_mm.utils.analysis import (add_network_arguments, build_split, build_trained_classifier, class_names,
+                                   collect_outputs, config_checkpoint_pairs, default_device)
 
 
 def parse_args():
@@ -51,18 +52,10 @@ def parse_args():
                         help='the dataset split, fed through the test pipeline (default: test)')
     parser.add_argument('--vmax', type=float, help='top of the colour scale (default: the largest difference)')
     parser.add_argument('--out', help="the PNG to write (default: beside the first student's checkpoint)")
-    parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
-    parser.add_argument('--device', help="where the networks run, e.g. cpu, cuda:0 (default: cuda if "
-                        "torch sees one, else cpu)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
+    add_network_arguments(parser)
     args = parser.parse_args()
-    if args.device is None:
-        import torch
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if len(args.students) % 2:
-        parser.error(f'give STUDENT_CONFIG STUDENT_CKPT pairs; got {len(args.students)} paths: {args.students}')
-    args.students = list(zip(args.students[::2], args.students[1::2]))
+    args.device = default_device(args.device)
+    args.students = config_checkpoint_pairs(parser, args.students, 'STUDENT_CONFIG STUDENT_CKPT')
     if args.titles and len(args.titles) != len(args.students):
         parser.error(f'--titles gives {len(args.titles)} titles for {len(args.students)} students')
     return args
