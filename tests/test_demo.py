@@ -115,8 +115,8 @@ def test_a_run_whose_loss_turns_nan_is_flagged_and_marked_in_the_table(tmp_path)
     healthy = demo.train(demo.STUDENT, str(tmp_path / 'healthy'), 0, options)
     diverged = demo.train(demo.STUDENT, str(tmp_path / 'diverged'), 0, {**options, 'optim_wrapper.optimizer.lr': 1e30})
     assert healthy.diverged_at is None
-    logged = [r for r in map(json.loads, open(glob.glob(str(tmp_path / 'diverged' / '*' / 'vis_data' / '*.json'))[0]))
-              if 'loss' in r]
+    with open(json_log(tmp_path / 'diverged')) as f:
+        logged = [r for r in map(json.loads, f) if 'loss' in r]
     first_bad = next(r['epoch'] for r in logged if not np.isfinite(r['loss']))
     assert diverged.diverged_at == first_bad
     results = {(demo.STUDENT, 0): healthy, (demo.TEACHER, 0): diverged}
@@ -130,10 +130,16 @@ def table_rows(out, title):
     return [[c.strip() for c in line.strip('|').split('|')] for line in table[3:] if line.startswith('| ')]
 
 
-def last_json_record(run_dir, key):
-    """The last record holding ``key`` in the json log of the run under ``run_dir``."""
-    (log, ) = glob.glob(osp.join(run_dir, '*', 'vis_data', '*.json'))
-    with open(log) as f:
+def json_log(work_dir):
+    """The json log of the one run in ``work_dir``: ``<timestamp>/vis_data/<timestamp>.json``
+    (beside it, mmengine's LocalVisBackend also writes ``scalars.json``)."""
+    (run, ) = [d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(osp.join(d, 'vis_data'))]
+    return osp.join(run, 'vis_data', osp.basename(run) + '.json')
+
+
+def last_json_record(work_dir, key):
+    """The last record holding ``key`` in the json log of the run in ``work_dir``."""
+    with open(json_log(work_dir)) as f:
         return [r for r in map(json.loads, f) if key in r][-1]
 
 
