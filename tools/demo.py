@@ -235,12 +235,13 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, option
     results: Dict[Tuple[str, int], Run] = {}
     # row by row: every seed's teacher starts first, so the rows that need it are ready early
     pending = [(row, seed) for row in rows for seed in seeds]
+    teachers_of = {row.config: row_teachers(row) for row in rows}  # parsed once: configs take a while
     context = multiprocessing.get_context('spawn')
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker) as pool:
         running = {}
         while pending or running:
             for row, seed in list(pending):
-                teachers = row_teachers(row)
+                teachers = teachers_of[row.config]
                 if all((config, seed) in results for _, config in teachers):
                     pending.remove((row, seed))
                     run_options = dict(options)
