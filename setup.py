@@ -1,4 +1,5 @@
 """Packaging for crd_mm; configs ship inside the package as ``crd_mm/.mim/configs``."""
+
 import os
 import shutil
 

@@ -4,8 +4,14 @@ Importing the package (configs do it with ``custom_imports``) first applies the
 compatibility patches that make the pinned OpenMMLab stack work on current
 PyTorch, then registers crd_mm's models, memory-bank hook, loops and datasets.
 """
-from . import compat  # noqa: F401  (must come first: mmrazor imports need it)
-from . import datasets, engine, memory, models  # noqa: F401
+
+from . import (  # noqa: F401
+    compat,  # noqa: F401  (must come first: mmrazor imports need it)
+    datasets,
+    engine,
+    memory,
+    models,
+)
 from .version import __version__
 
 __all__ = ['__version__']

@@ -5,6 +5,7 @@ checks whether the installed versions need it, applies itself at most once,
 and is applied when ``crd_mm`` is imported (configs do that through
 ``custom_imports``). ``APPLIED_PATCHES`` lists what was applied in this process.
 """
+
 import codecs
 import difflib
 import functools
@@ -28,7 +29,8 @@ def _quantization_unavailable(*args, **kwargs):
         f'mmrazor 1.0.0 quantization is unavailable on torch {torch.__version__}: '
         'crd_mm replaces mmrazor.structures.quantization with a stand-in because its '
         'torch.ao backend configs do not import on torch 2.x. Distillation does not '
-        'need it; for quantization use torch 1.13.')
+        'need it; for quantization use torch 1.13.'
+    )
 
 
 class _UnavailableMapping(dict):
@@ -47,6 +49,7 @@ def patch_mmrazor_quantization():
     imported; using quantization then raises a clear ImportError.
     """
     from torch.ao.quantization import fuser_method_mappings
+
     if hasattr(fuser_method_mappings, 'reverse_sequential_wrapper2'):
         return  # torch <= 1.13: mmrazor's own module works
     if QUANTIZATION_MODULE in sys.modules:
@@ -65,9 +68,13 @@ def _numpy_checkpoint_globals():
     core = np._core if hasattr(np, '_core') else np.core  # numpy 2 renamed np.core
     multiarray = core.multiarray
     dtype_classes = {type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDGSUVOMm'}
-    return [(multiarray._reconstruct, f'{multiarray.__name__}._reconstruct'),
-            (multiarray.scalar, f'{multiarray.__name__}.scalar'),
-            np.ndarray, np.dtype, *dtype_classes]
+    return [
+        (multiarray._reconstruct, f'{multiarray.__name__}._reconstruct'),
+        (multiarray.scalar, f'{multiarray.__name__}.scalar'),
+        np.ndarray,
+        np.dtype,
+        *dtype_classes,
+    ]
 
 
 def _history_buffer_getattr(obj, name):
@@ -78,13 +85,15 @@ def _history_buffer_getattr(obj, name):
     any attribute of any allowed object, so only these lookups are answered.
     """
     from mmengine.logging import HistoryBuffer
+
     statistics = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
     if obj is HistoryBuffer and name in statistics:
         return getattr(HistoryBuffer, name)
     raise torch.serialization.pickle.UnpicklingError(
         f'checkpoint asks for getattr({obj!r}, {name!r}); crd_mm only allows '
         'HistoryBuffer statistics methods. The file was not written by mmengine, or '
-        'it references code that weights_only loading refuses to run.')
+        'it references code that weights_only loading refuses to run.'
+    )
 
 
 def patch_checkpoint_allow_list():
@@ -97,12 +106,15 @@ def patch_checkpoint_allow_list():
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return  # torch < 2.4 loads with weights_only=False by default
     from mmengine.logging import HistoryBuffer
-    torch.serialization.add_safe_globals([
-        HistoryBuffer,
-        (codecs.encode, '_codecs.encode'),
-        (_history_buffer_getattr, 'builtins.getattr'),
-        *_numpy_checkpoint_globals(),
-    ])
+
+    torch.serialization.add_safe_globals(
+        [
+            HistoryBuffer,
+            (codecs.encode, '_codecs.encode'),
+            (_history_buffer_getattr, 'builtins.getattr'),
+            *_numpy_checkpoint_globals(),
+        ]
+    )
     APPLIED_PATCHES.append('torch.serialization.safe_globals')
 
 
@@ -129,6 +141,7 @@ def patch_atomic_checkpoint_save():
     import mmengine.runner as runner_package
     from mmengine.runner import checkpoint as checkpoint_module
     from mmengine.runner import runner as runner_module
+
     original = checkpoint_module.save_checkpoint
     if getattr(runner_module.save_checkpoint, 'crd_mm_atomic', False):
         return
@@ -141,7 +154,9 @@ def patch_atomic_checkpoint_save():
         os.makedirs(directory, exist_ok=True)
         partial = f'{filename}.partial'
         buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)  # serialised first: a failed write then raises a plain OSError
+        torch.save(
+            checkpoint, buffer
+        )  # serialised first: a failed write then raises a plain OSError
         try:
             with open(partial, 'wb') as f:
                 f.write(buffer.getbuffer())
@@ -155,7 +170,9 @@ def patch_atomic_checkpoint_save():
 
     save_checkpoint.crd_mm_atomic = True
     checkpoint_module.save_checkpoint = runner_module.save_checkpoint = save_checkpoint
-    runner_package.save_checkpoint = save_checkpoint  # `from mmengine.runner import save_checkpoint` (CheckpointHook)
+    runner_package.save_checkpoint = (
+        save_checkpoint  # `from mmengine.runner import save_checkpoint` (CheckpointHook)
+    )
     APPLIED_PATCHES.append('mmengine.runner.save_checkpoint')
 
 
@@ -166,6 +183,7 @@ def patch_keep_previous_checkpoint_until_saved():
     removed after the new checkpoint has been saved (not at all if saving fails).
     """
     from mmengine.hooks import CheckpointHook
+
     original = CheckpointHook._save_checkpoint_with_step
     if getattr(original, 'crd_mm_keeps_previous', False):
         return
@@ -210,14 +228,23 @@ def resolve_package_config(relative_path):
     path = osp.join(root, relative_path)
     if osp.isfile(path):
         return path
-    recipes = [osp.relpath(osp.join(d, f), root) for d, _, files in os.walk(root, followlinks=True)
-               for f in files if f.endswith(('.py', '.yaml', '.yml', '.json'))]
+    recipes = [
+        osp.relpath(osp.join(d, f), root)
+        for d, _, files in os.walk(root, followlinks=True)
+        for f in files
+        if f.endswith(('.py', '.yaml', '.yml', '.json'))
+    ]
     close = difflib.get_close_matches(relative_path, recipes, n=5, cutoff=0.5)
-    hint = (f'closest recipes: {", ".join(f"{CONFIG_SCOPE}::{c}" for c in close)}' if close
-            else f'{len(recipes)} recipes are there; paths are relative to that folder, '
-            f'e.g. {CONFIG_SCOPE}::crd/cifar100/crd_resnet56_resnet20_cifar100.py')
-    raise FileNotFoundError(f'{CONFIG_SCOPE}::{relative_path}: no such config in {root} (the recipes '
-                            f'shipped with the crd_mm imported from {osp.dirname(osp.abspath(__file__))}); {hint}')
+    hint = (
+        f'closest recipes: {", ".join(f"{CONFIG_SCOPE}::{c}" for c in close)}'
+        if close
+        else f'{len(recipes)} recipes are there; paths are relative to that folder, '
+        f'e.g. {CONFIG_SCOPE}::crd/cifar100/crd_resnet56_resnet20_cifar100.py'
+    )
+    raise FileNotFoundError(
+        f'{CONFIG_SCOPE}::{relative_path}: no such config in {root} (the recipes '
+        f'shipped with the crd_mm imported from {osp.dirname(osp.abspath(__file__))}); {hint}'
+    )
 
 
 def patch_crd_mm_config_scope():
@@ -240,6 +267,7 @@ def patch_crd_mm_config_scope():
     the answer depends only on the path (failures are not remembered).
     """
     from mmengine.config import Config
+
     original = Config._get_cfg_path
     if getattr(original, 'crd_mm_scope', False):
         return

@@ -10,6 +10,7 @@ Fixtures:
     cmd: a ``CommandRunner`` that runs commands from the repository root with
         the repository on PYTHONPATH and this interpreter's bin/ first on PATH.
 """
+
 import os
 import os.path as osp
 import signal
@@ -48,10 +49,13 @@ def pytest_collection_modifyitems(config, items):
     if not gpu_items:
         return
     import torch
+
     if torch.cuda.is_available():
         return
-    reason = (f'needs a CUDA GPU: torch {torch.__version__} (CUDA build: {torch.version.cuda}) '
-              'sees none; tools/gpu_check.sh runs these on a GPU machine')
+    reason = (
+        f'needs a CUDA GPU: torch {torch.__version__} (CUDA build: {torch.version.cuda}) '
+        'sees none; tools/gpu_check.sh runs these on a GPU machine'
+    )
     for item in gpu_items:
         item.add_marker(pytest.mark.skip(reason=reason))
 
@@ -78,10 +82,8 @@ class CommandRunner:
 
     def env(self, extra=None):
         env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
-        env['PATH'] = os.pathsep.join(
-            (osp.dirname(sys.executable), env.get('PATH', '')))
+        env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+        env['PATH'] = os.pathsep.join((osp.dirname(sys.executable), env.get('PATH', '')))
         # one intra-op thread per process: these tiny models gain nothing from
         # more, and several processes share the machine's cores
         env.setdefault('OMP_NUM_THREADS', '1')
@@ -101,7 +103,8 @@ class CommandRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True)
+            start_new_session=True,
+        )
 
     def wait(self, proc, timeout=120, check=True):
         """Wait for a started command; return its output.
@@ -115,11 +118,9 @@ class CommandRunner:
             # whole process group, which start() made for it.
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-            pytest.fail(f'{proc.args} timed out after {timeout}s:\n'
-                        f'{out[-6000:]}')
+            pytest.fail(f'{proc.args} timed out after {timeout}s:\n{out[-6000:]}')
         if check and proc.returncode != 0:
-            pytest.fail(f'{proc.args} exited with {proc.returncode}:\n'
-                        f'{out[-6000:]}')
+            pytest.fail(f'{proc.args} exited with {proc.returncode}:\n{out[-6000:]}')
         return out
 
     def run(self, cmd, env=None, timeout=120, check=True):

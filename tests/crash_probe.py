@@ -14,6 +14,7 @@ can show that it would catch what they prevent: ``'save'`` restores
 ``CheckpointHook._save_checkpoint_with_step`` (deletes the oldest checkpoint
 before writing the new one).
 """
+
 import builtins
 import os
 import os.path as osp
@@ -32,7 +33,7 @@ class _StallingFile:
         self._file, self._path, self._marker = file, path, marker
 
     def write(self, data):
-        half = bytes(data)[:max(1, len(data) // 2)]
+        half = bytes(data)[: max(1, len(data) // 2)]
         self._file.write(half)
         self._file.flush()
         with open(f'{self._marker}.tmp', 'w') as f:  # complete before the test can see it
@@ -59,10 +60,14 @@ class StallDuringSaveHook(Hook):
         self.marker, self.stall_epoch = marker, stall_epoch
         if 'save' in undo:
             from mmengine.runner import runner as runner_module
+
             runner_module.save_checkpoint = runner_module.save_checkpoint.__wrapped__
         if 'keep' in undo:
             from mmengine.hooks import CheckpointHook
-            CheckpointHook._save_checkpoint_with_step = CheckpointHook._save_checkpoint_with_step.__wrapped__
+
+            CheckpointHook._save_checkpoint_with_step = (
+                CheckpointHook._save_checkpoint_with_step.__wrapped__
+            )
 
     def before_save_checkpoint(self, runner, checkpoint):
         if checkpoint['meta']['epoch'] != self.stall_epoch or osp.exists(self.marker):

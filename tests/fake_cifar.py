@@ -8,6 +8,7 @@ and loader settings when a test points it at a generated archive with
 ``--cfg-options custom_imports.imports=[crd_mm,tests.fake_cifar]
 train_dataloader.dataset.type=UncheckedCIFAR100``.
 """
+
 import os
 import os.path as osp
 import pickle
@@ -48,8 +49,10 @@ def write_fake_cifar100(data_root, num_train=4, num_test=2, num_classes=2, seed=
         }
         with open(osp.join(folder, split), 'wb') as f:
             pickle.dump(entry, f, protocol=2)
-    meta = {'fine_label_names': list(CIFAR100.METAINFO['classes']),
-            'coarse_label_names': [f'superclass_{i}' for i in range(20)]}
+    meta = {
+        'fine_label_names': list(CIFAR100.METAINFO['classes']),
+        'coarse_label_names': [f'superclass_{i}' for i in range(20)],
+    }
     with open(osp.join(folder, 'meta'), 'wb') as f:
         pickle.dump(meta, f, protocol=2)
     return str(data_root)

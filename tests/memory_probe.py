@@ -6,6 +6,7 @@ rows each loss staged before the hook applies them; the memories' state after
 iteration t is recorded before iteration t + 1 and after training. Replicated
 banks, bank shards (with their first row) and queues (entries, order) alike.
 """
+
 import os.path as osp
 
 import torch
@@ -16,12 +17,18 @@ from mmengine.registry import HOOKS
 
 def snapshot(memory) -> dict:
     """A CPU copy of one memory's state, tagged with its kind."""
-    state = dict(kind=type(memory).__name__, student=memory.student.cpu().clone(),
-                 teacher=memory.teacher.cpu().clone(),
-                 normalizers=None if memory.normalizers is None else memory.normalizers.cpu().clone())
+    state = dict(
+        kind=type(memory).__name__,
+        student=memory.student.cpu().clone(),
+        teacher=memory.teacher.cpu().clone(),
+        normalizers=None if memory.normalizers is None else memory.normalizers.cpu().clone(),
+    )
     if hasattr(memory, 'head'):  # a queue
-        state.update(head=memory.head, sample_idx=memory.sample_idx.cpu().clone(),
-                     entry_labels=memory.entry_labels.cpu().clone())
+        state.update(
+            head=memory.head,
+            sample_idx=memory.sample_idx.cpu().clone(),
+            entry_labels=memory.entry_labels.cpu().clone(),
+        )
     else:
         state.update(written=memory.written.cpu().clone(), start=getattr(memory, 'start', 0))
     return state
@@ -45,15 +52,21 @@ class MemoryProbeHook(Hook):
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         self._close_previous(runner)
-        self.records.append(dict(iter=runner.iter,
-                                 before={n: snapshot(m) for n, m in self._memories(runner).items()}))
+        self.records.append(
+            dict(
+                iter=runner.iter, before={n: snapshot(m) for n, m in self._memories(runner).items()}
+            )
+        )
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self.records[-1].update(
             indices=[int(s.sample_idx) for s in data_batch['data_samples']],
-            staged={n: [tuple(t.cpu().clone() for t in s) for s in m._staged]
-                    for n, m in self._memories(runner).items()},
-            losses={k: float(v) for k, v in outputs.items()})
+            staged={
+                n: [tuple(t.cpu().clone() for t in s) for s in m._staged]
+                for n, m in self._memories(runner).items()
+            },
+            losses={k: float(v) for k, v in outputs.items()},
+        )
 
     def after_train(self, runner):
         self._close_previous(runner)

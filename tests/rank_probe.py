@@ -10,6 +10,7 @@
   connectors' embeddings, the batch indices, the banks before and after each
   iteration and the negative sampler's state, and saves them at the end.
 """
+
 import os.path as osp
 
 import numpy as np
@@ -23,7 +24,6 @@ from mmpretrain.registry import TRANSFORMS
 
 @DATA_SAMPLERS.register_module()
 class FixedOrderSampler:
-
     def __init__(self, dataset, per_rank, seed=None):
         self.indices = list(per_rank[get_rank()])
 
@@ -39,7 +39,6 @@ class FixedOrderSampler:
 
 @TRANSFORMS.register_module()
 class AddPixelNoise:
-
     def __init__(self, amplitude=40):
         self.amplitude = amplitude
 
@@ -51,7 +50,9 @@ class AddPixelNoise:
 
 @HOOKS.register_module()
 class EmbeddingProbeHook(Hook):
-    priority = 'LOW'  # after CRDMemoryBankHook: sees banks after build/restore and after each update
+    priority = (
+        'LOW'  # after CRDMemoryBankHook: sees banks after build/restore and after each update
+    )
 
     def __init__(self, out_dir, tag='probe'):
         self.out_dir = out_dir
@@ -65,17 +66,25 @@ class EmbeddingProbeHook(Hook):
 
     @staticmethod
     def _snapshot(banks):
-        return {name: dict(student=b.student.cpu().clone(), teacher=b.teacher.cpu().clone(),
-                           written=b.written.cpu().clone(),
-                           normalizers=None if b.normalizers is None else b.normalizers.cpu().clone())
-                for name, b in banks.items()}
+        return {
+            name: dict(
+                student=b.student.cpu().clone(),
+                teacher=b.teacher.cpu().clone(),
+                written=b.written.cpu().clone(),
+                normalizers=None if b.normalizers is None else b.normalizers.cpu().clone(),
+            )
+            for name, b in banks.items()
+        }
 
     def before_train(self, runner):
         self.initial = self._snapshot(self._banks(runner))
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         for name, connector in model.distiller.connectors.items():
             connector.register_forward_hook(
-                lambda module, args, out, name=name: self._embeddings.__setitem__(name, out.detach().cpu()))
+                lambda module, args, out, name=name: self._embeddings.__setitem__(
+                    name, out.detach().cpu()
+                )
+            )
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         banks = self._banks(runner)
@@ -83,14 +92,19 @@ class EmbeddingProbeHook(Hook):
         self._sampler_states = {name: b.sampler.get_state().clone() for name, b in banks.items()}
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.records.append(dict(
-            iter=runner.iter,
-            indices=[int(s.sample_idx) for s in data_batch['data_samples']],
-            embeddings=dict(self._embeddings),
-            before=self._before,
-            after=self._snapshot(self._banks(runner)),
-            sampler_states=self._sampler_states))
+        self.records.append(
+            dict(
+                iter=runner.iter,
+                indices=[int(s.sample_idx) for s in data_batch['data_samples']],
+                embeddings=dict(self._embeddings),
+                before=self._before,
+                after=self._snapshot(self._banks(runner)),
+                sampler_states=self._sampler_states,
+            )
+        )
 
     def after_train(self, runner):
-        torch.save(dict(initial=self.initial, records=self.records),
-                   osp.join(self.out_dir, f'{self.tag}_rank{get_rank()}.pth'))
+        torch.save(
+            dict(initial=self.initial, records=self.records),
+            osp.join(self.out_dir, f'{self.tag}_rank{get_rank()}.pth'),
+        )

@@ -9,6 +9,7 @@ every number they plot is checked against values computed here: the logits
 and features of the trained networks the Runners still hold, run over the
 test split in this process, and the json logs read line by line.
 """
+
 import copy
 import json
 import os
@@ -31,11 +32,17 @@ NUM_TEST = 48
 
 # 64 training images in batches of 16 (4 logged iterations per epoch), 48 test images
 TINY = {
-    'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 1, 'param_scheduler.T_max': 3,
-    'train_dataloader.dataset.indices': 64, 'train_dataloader.batch_size': 16,
-    'val_dataloader.dataset.indices': NUM_TEST, 'test_dataloader.dataset.indices': NUM_TEST,
-    'default_hooks.logger.interval': 1, 'default_hooks.checkpoint.interval': 1,
-    'log_level': 'WARNING'}
+    'train_cfg.max_epochs': 2,
+    'train_cfg.val_interval': 1,
+    'param_scheduler.T_max': 3,
+    'train_dataloader.dataset.indices': 64,
+    'train_dataloader.batch_size': 16,
+    'val_dataloader.dataset.indices': NUM_TEST,
+    'test_dataloader.dataset.indices': NUM_TEST,
+    'default_hooks.logger.interval': 1,
+    'default_hooks.checkpoint.interval': 1,
+    'log_level': 'WARNING',
+}
 
 
 def train(config, work_dir, **options):
@@ -86,18 +93,52 @@ def runs(tmp_path_factory, cmd):
     tmp = tmp_path_factory.mktemp('analysis')
     student = train('configs/demo/student.py', tmp / 'student')
     kd = train('configs/demo/kd.py', tmp / 'kd', **{'model.teacher_ckpt': None})
-    heavy = Outputs(cmd, dict(
-        correlation=[sys.executable, CORRELATION, tmp / 'student' / 'student.py', tmp / 'student' / 'epoch_1.pth',
-                     tmp / 'student' / 'student.py', tmp / 'student' / 'epoch_2.pth', tmp / 'kd' / 'kd.py',
-                     tmp / 'kd' / 'epoch_2.pth', '--titles', 'alone', 'KD', '--out', tmp / 'corr.png'],
-        tsne=[sys.executable, TSNE, tmp / 'student' / 'student.py', tmp / 'student' / 'epoch_2.pth',
-              tmp / 'kd' / 'kd.py', tmp / 'kd' / 'epoch_2.pth', '--titles', 'alone', 'KD',
-              '--max-samples', '40', '--out', tmp / 'tsne.png', '--dump', tmp / 'tsne.json']))
+    heavy = Outputs(
+        cmd,
+        dict(
+            correlation=[
+                sys.executable,
+                CORRELATION,
+                tmp / 'student' / 'student.py',
+                tmp / 'student' / 'epoch_1.pth',
+                tmp / 'student' / 'student.py',
+                tmp / 'student' / 'epoch_2.pth',
+                tmp / 'kd' / 'kd.py',
+                tmp / 'kd' / 'epoch_2.pth',
+                '--titles',
+                'alone',
+                'KD',
+                '--out',
+                tmp / 'corr.png',
+            ],
+            tsne=[
+                sys.executable,
+                TSNE,
+                tmp / 'student' / 'student.py',
+                tmp / 'student' / 'epoch_2.pth',
+                tmp / 'kd' / 'kd.py',
+                tmp / 'kd' / 'epoch_2.pth',
+                '--titles',
+                'alone',
+                'KD',
+                '--max-samples',
+                '40',
+                '--out',
+                tmp / 'tsne.png',
+                '--dump',
+                tmp / 'tsne.json',
+            ],
+        ),
+    )
     epoch_1 = copy.deepcopy(student.model)
-    load_checkpoint(epoch_1, str(tmp / 'student' / 'epoch_1.pth'), map_location='cpu', logger='silent')
-    expected = dict(student=network_outputs(student, student.model),
-                    student_epoch_1=network_outputs(student, epoch_1),
-                    kd=network_outputs(kd, kd.model.architecture))
+    load_checkpoint(
+        epoch_1, str(tmp / 'student' / 'epoch_1.pth'), map_location='cpu', logger='silent'
+    )
+    expected = dict(
+        student=network_outputs(student, student.model),
+        student_epoch_1=network_outputs(student, epoch_1),
+        kd=network_outputs(kd, kd.model.architecture),
+    )
     # a resumed run: a new <timestamp> folder in the same work dir, logging epoch 3 only
     while time.strftime('%Y%m%d_%H%M%S') == student.timestamp:
         time.sleep(0.2)
@@ -109,12 +150,18 @@ def runs(tmp_path_factory, cmd):
 def read_log(work_dir):
     """The json lines of every run of ``work_dir``, oldest run first."""
     runs = sorted(p for p in work_dir.iterdir() if p.is_dir() and (p / 'vis_data').is_dir())
-    return [[json.loads(line) for line in (run / 'vis_data' / f'{run.name}.json').read_text().splitlines()]
-            for run in runs]
+    return [
+        [
+            json.loads(line)
+            for line in (run / 'vis_data' / f'{run.name}.json').read_text().splitlines()
+        ]
+        for run in runs
+    ]
 
 
 def assert_png(path, min_size=(300, 250)):
     from PIL import Image
+
     with Image.open(path) as image:
         assert image.format == 'PNG'
         width, height = image.size
@@ -144,12 +191,13 @@ def test_correlation_differences_match_the_networks_logits(runs):
         assert mean_off_diagonal > 1e-3  # differently trained networks
         assert student['mean_abs_diff'] == pytest.approx(mean_off_diagonal, rel=1e-5)
         assert student['max_abs_diff'] == pytest.approx(diff.max(), rel=1e-5)
-        assert f"  {student['title']}: {mean_off_diagonal:.6f}" in out
+        assert f'  {student["title"]}: {mean_off_diagonal:.6f}' in out
         assert student['top1'] == pytest.approx((logits_s.argmax(1) == labels).mean() * 100)
 
 
 def test_tsne_has_one_point_per_image_coloured_by_its_class(runs):
     from sklearn.manifold import trustworthiness
+
     tmp, heavy, expected = runs
     heavy['tsne']
     assert_png(tmp / 'tsne.png', (900, 400))
@@ -177,9 +225,26 @@ def test_tsne_has_one_point_per_image_coloured_by_its_class(runs):
 
 def test_curves_plot_the_logged_values(runs, cmd):
     tmp, _, expected = runs
-    out = cmd.python([CURVES, tmp / 'student', tmp / 'kd', '--keys', 'loss', 'accuracy/top1', 'student.loss|loss',
-                      '--runs', 'all',
-                      '--legend', 'alone', 'KD', '--out', tmp / 'curves.png', '--dump', tmp / 'curves.json'])
+    out = cmd.python(
+        [
+            CURVES,
+            tmp / 'student',
+            tmp / 'kd',
+            '--keys',
+            'loss',
+            'accuracy/top1',
+            'student.loss|loss',
+            '--runs',
+            'all',
+            '--legend',
+            'alone',
+            'KD',
+            '--out',
+            tmp / 'curves.png',
+            '--dump',
+            tmp / 'curves.json',
+        ]
+    )
     assert_png(tmp / 'curves.png', (800, 300))
     curves = json.loads((tmp / 'curves.json').read_text())['curves']
     for name, work_dir in (('alone', 'student'), ('KD', 'kd')):
@@ -200,24 +265,46 @@ def test_curves_plot_the_logged_values(runs, cmd):
         assert curves['accuracy/top1'][name] == dict(x=[x for x, _ in val], y=[y for _, y in val])
     # the last validation of the KD run scored the network this test ran itself
     logits, _, labels = expected['kd']
-    assert curves['accuracy/top1']['KD']['y'][-1] == pytest.approx((logits.argmax(1) == labels).mean() * 100)
-    assert f"KD: accuracy/top1 at epoch 2 = {curves['accuracy/top1']['KD']['y'][-1]:.4f}" in out
+    assert curves['accuracy/top1']['KD']['y'][-1] == pytest.approx(
+        (logits.argmax(1) == labels).mean() * 100
+    )
+    assert f'KD: accuracy/top1 at epoch 2 = {curves["accuracy/top1"]["KD"]["y"][-1]:.4f}' in out
 
 
 def test_curves_read_the_latest_run_or_iterations(runs, cmd):
     tmp, _, _ = runs
     first, resumed = read_log(tmp / 'student')
-    cmd.python([CURVES, tmp / 'student', '--keys', 'loss', 'lr', '--x', 'iter', '--dump', tmp / 'latest.json'])
+    cmd.python(
+        [
+            CURVES,
+            tmp / 'student',
+            '--keys',
+            'loss',
+            'lr',
+            '--x',
+            'iter',
+            '--dump',
+            tmp / 'latest.json',
+        ]
+    )
     assert (tmp / 'student' / 'curves.png').is_file()
     curves = json.loads((tmp / 'latest.json').read_text())['curves']
     train = [line for line in resumed if 'iter' in line]
-    assert len(train) == 4 and all(line['epoch'] == 3 for line in train)  # the resumed run: epoch 3 only
+    assert len(train) == 4 and all(
+        line['epoch'] == 3 for line in train
+    )  # the resumed run: epoch 3 only
     for key in ('loss', 'lr'):
-        assert curves[key][str(tmp / 'student')] == dict(x=[line['iter'] for line in train],
-                                                         y=[line[key] for line in train])
+        assert curves[key][str(tmp / 'student')] == dict(
+            x=[line['iter'] for line in train], y=[line[key] for line in train]
+        )
     out = cmd.python([CURVES, tmp / 'student', '--keys', 'acc'], check=False)
-    assert "no run logged ['acc']; the logs hold: ['accuracy/top1', 'data_time', 'loss', 'lr', 'time']" in out
-    out = cmd.python([CURVES, tmp / 'student', '--keys', 'accuracy/top1', '--x', 'iter'], check=False)
+    assert (
+        "no run logged ['acc']; the logs hold: ['accuracy/top1', 'data_time', 'loss', 'lr', 'time']"
+        in out
+    )
+    out = cmd.python(
+        [CURVES, tmp / 'student', '--keys', 'accuracy/top1', '--x', 'iter'], check=False
+    )
     assert "logs 'accuracy/top1' per epoch" in out and 'plot it with --x epoch' in out
 
 
@@ -225,18 +312,42 @@ def test_curves_read_the_latest_run_or_iterations(runs, cmd):
 def test_tsne_of_a_crossmodal_student_on_the_training_split(tmp_path, cmd):
     """A CrossModalDistill checkpoint (with CRD's memory bank): the student's backbone features of its own 4x4 view."""
     from mmpretrain.registry import DATASETS
-    runner = train('configs/demo/crossmodal.py', tmp_path / 'crossmodal',
-                   **{'model.teacher_ckpt': None, 'train_cfg.max_epochs': 1})
-    cmd.python([TSNE, tmp_path / 'crossmodal' / 'crossmodal.py', tmp_path / 'crossmodal' / 'epoch_1.pth',
-                '--layer', 'backbone', '--split', 'train', '--dump', tmp_path / 'tsne.json',
-                '--cfg-options', 'train_dataloader.dataset.indices=30'], timeout=300)
+
+    runner = train(
+        'configs/demo/crossmodal.py',
+        tmp_path / 'crossmodal',
+        **{'model.teacher_ckpt': None, 'train_cfg.max_epochs': 1},
+    )
+    cmd.python(
+        [
+            TSNE,
+            tmp_path / 'crossmodal' / 'crossmodal.py',
+            tmp_path / 'crossmodal' / 'epoch_1.pth',
+            '--layer',
+            'backbone',
+            '--split',
+            'train',
+            '--dump',
+            tmp_path / 'tsne.json',
+            '--cfg-options',
+            'train_dataloader.dataset.indices=30',
+        ],
+        timeout=300,
+    )
     assert_png(tmp_path / 'crossmodal' / 'tsne_backbone_train.png', (500, 400))
-    (panel, ) = json.loads((tmp_path / 'tsne.json').read_text())
+    (panel,) = json.loads((tmp_path / 'tsne.json').read_text())
     cfg = runner.cfg
-    train_images = DATASETS.build(dict(cfg.train_dataloader.dataset, indices=30,
-                                       pipeline=cfg.test_dataloader.dataset.pipeline))
+    train_images = DATASETS.build(
+        dict(
+            cfg.train_dataloader.dataset, indices=30, pipeline=cfg.test_dataloader.dataset.pipeline
+        )
+    )
     batch = runner.model.data_preprocessor(
-        runner.build_dataloader(dict(cfg.test_dataloader, dataset=train_images)).__iter__().__next__(), False)
+        runner.build_dataloader(dict(cfg.test_dataloader, dataset=train_images))
+        .__iter__()
+        .__next__(),
+        False,
+    )
     assert batch['inputs'].shape[-2:] == (4, 4)  # the student's view
     student = runner.model.architecture.eval()
     with torch.no_grad():

@@ -7,6 +7,7 @@ CRCD (Lechatelia/CRCD: crcd/memory.py, crcd/criterion.py, helper/loops.py),
 DCD (giakoumoglou/distillers: DCD.py), CKD (ZhouXinzzzzz/CKD: CKD.py).
 Inputs are fixed (seeded), small and float64; values and gradients are compared.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from crd_mm.memory import ContrastMemoryBank
 from crd_mm.models.losses import CKDLoss, CRCDLoss, DCDLoss
 
 B, K, D, N = 4, 5, 6, 20  # batch, negatives, embedding width, bank rows
-AUTHORS_EPS = 1e-7        # crcd/criterion.py's eps
+AUTHORS_EPS = 1e-7  # crcd/criterion.py's eps
 
 
 # ------------------------------------------------------------- the authors' CRCD
@@ -26,7 +27,9 @@ def authors_relation_scores(v, memory, y, contrast_idx, temperature):
     """exp(<normalize(w - a + 1e-6), normalize(v_i - a + 1e-6)> / T) for all B^2 pairs (i, a): (B^2, K + 1)."""
     batch, dim = v.shape
     anchors = memory[y]
-    relation = F.normalize((v[:, None, :] - anchors[None, :, :] + 1e-6).reshape(batch * batch, dim), dim=1)
+    relation = F.normalize(
+        (v[:, None, :] - anchors[None, :, :] + 1e-6).reshape(batch * batch, dim), dim=1
+    )
     candidates = memory[contrast_idx]  # (B, K + 1, D)
     candidate_relation = candidates[:, None, :, :] - anchors[None, :, None, :] + 1e-6
     candidate_relation = F.normalize(candidate_relation.reshape(batch * batch, -1, dim), dim=2)
@@ -54,8 +57,9 @@ def authors_crcd(f_s, f_t, bank, y, negative, temperature, z=None):
     out_t = authors_relation_scores(f_t, bank.student, y, contrast_idx, temperature)
     authors_z = torch.stack([out_s.detach().mean(), out_t.detach().mean()]) * bank.num_samples
     z = authors_z if z is None else z
-    loss = (authors_contrast_loss(out_s / z[0], bank.num_samples)
-            + authors_contrast_loss(out_t / z[1], bank.num_samples))
+    loss = authors_contrast_loss(out_s / z[0], bank.num_samples) + authors_contrast_loss(
+        out_t / z[1], bank.num_samples
+    )
     return loss, authors_z
 
 
@@ -89,8 +93,10 @@ def batch_with_colliding_negatives():
 
 def check_close_with_gradients(ours, theirs, inputs):
     torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
-    for g_ours, g_theirs in zip(torch.autograd.grad(ours, inputs, retain_graph=True),
-                                torch.autograd.grad(theirs, inputs, retain_graph=True)):
+    for g_ours, g_theirs in zip(
+        torch.autograd.grad(ours, inputs, retain_graph=True),
+        torch.autograd.grad(theirs, inputs, retain_graph=True),
+    ):
         torch.testing.assert_close(g_ours, g_theirs, rtol=1e-7, atol=1e-10)
 
 
@@ -100,13 +106,17 @@ def test_crcd_include_self_pairs_is_the_authors_relation_loss():
     s = F.normalize(torch.randn(B, D, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
     t = F.normalize(torch.randn(B, D, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
     idx, negative = batch_with_colliding_negatives()
-    loss = CRCDLoss(num_negatives=K, feat_dim=D, negative_sampling='uniform', include_self_pairs=True)
+    loss = CRCDLoss(
+        num_negatives=K, feat_dim=D, negative_sampling='uniform', include_self_pairs=True
+    )
     loss.attach_memory_bank(l2_normalised_bank())
 
     ours = loss.relation_loss(s, t, idx, negative)  # the first batch: sets Z
     theirs, authors_z = authors_crcd(s, t, loss.memory_bank, idx, negative, 0.05)
     torch.testing.assert_close(loss.memory_bank.normalizers.double(), authors_z, rtol=1e-6, atol=0)
-    theirs, _ = authors_crcd(s, t, loss.memory_bank, idx, negative, 0.05, z=used_normalizers(loss.memory_bank))
+    theirs, _ = authors_crcd(
+        s, t, loss.memory_bank, idx, negative, 0.05, z=used_normalizers(loss.memory_bank)
+    )
     check_close_with_gradients(ours, theirs, (s, t))
 
     # our default leaves the a = i pairs out: a different loss on the same inputs
@@ -123,11 +133,22 @@ def test_crcd_authors_gradient_element_and_kd_product():
     student_fc, teacher_fc = torch.nn.Linear(5, 3).double(), torch.nn.Linear(7, 3).double()
     labels = torch.tensor([0, 2, 1, 2])
     idx, _ = batch_with_colliding_negatives()
-    samples = [BaseDataElement(sample_idx=i, gt_label=torch.tensor([c])) for i, c in zip(idx, labels)]
-    loss = CRCDLoss(relation='gradient', num_negatives=K, feat_dim=D, negative_sampling='uniform',
-                    student_channels=5, teacher_channels=7, include_self_pairs=True,
-                    gradient_reduction='mean', gradient_combine='multiply_kd', kd_weight=0.9,
-                    kd_temperature=4.0).double()
+    samples = [
+        BaseDataElement(sample_idx=i, gt_label=torch.tensor([c])) for i, c in zip(idx, labels)
+    ]
+    loss = CRCDLoss(
+        relation='gradient',
+        num_negatives=K,
+        feat_dim=D,
+        negative_sampling='uniform',
+        student_channels=5,
+        teacher_channels=7,
+        include_self_pairs=True,
+        gradient_reduction='mean',
+        gradient_combine='multiply_kd',
+        kd_weight=0.9,
+        kd_temperature=4.0,
+    ).double()
     loss.attach_memory_bank(l2_normalised_bank())
     bank = loss.memory_bank
     bank.reseed(0)  # the negatives the loss will draw, drawn here first
@@ -139,22 +160,32 @@ def test_crcd_authors_gradient_element_and_kd_product():
     # helper/loops.py get_grad_loss: autograd of the mean cross-entropy w.r.t. each network's features
     t_leaf = t_feats.clone().requires_grad_()
     grad_s = torch.autograd.grad(F.cross_entropy(s_logits, labels), s_feats, create_graph=True)[0]
-    grad_t = torch.autograd.grad(F.cross_entropy(teacher_fc(t_leaf), labels), t_leaf, create_graph=True)[0]
+    grad_t = torch.autograd.grad(
+        F.cross_entropy(teacher_fc(t_leaf), labels), t_leaf, create_graph=True
+    )[0]
     # crcd/criterion.py Embed: linear, then L2 normalisation
-    e_s, e_t = F.normalize(loss.student_head(grad_s), dim=1), F.normalize(loss.teacher_head(grad_t), dim=1)
+    e_s, e_t = (
+        F.normalize(loss.student_head(grad_s), dim=1),
+        F.normalize(loss.teacher_head(grad_t), dim=1),
+    )
     loss_gm, authors_z = authors_crcd(e_s, e_t, bank, idx, negative, 0.05)
     torch.testing.assert_close(bank.normalizers.double(), authors_z, rtol=1e-6, atol=0)
     loss_gm, _ = authors_crcd(e_s, e_t, bank, idx, negative, 0.05, z=used_normalizers(bank))
     theirs = 0.9 * authors_distill_kl(s_logits, t_logits.detach(), 4.0) * loss_gm
-    check_close_with_gradients(ours, theirs, (s_feats, student_fc.weight, loss.student_head.weight,
-                                              loss.teacher_head.weight))
+    check_close_with_gradients(
+        ours,
+        theirs,
+        (s_feats, student_fc.weight, loss.student_head.weight, loss.teacher_head.weight),
+    )
 
 
 def test_crcd_gradient_options_refused_on_the_feature_relation():
     with pytest.raises(ValueError, match="relation='gradient' only"):
         CRCDLoss(gradient_combine='multiply_kd')
     with pytest.raises(ValueError, match='gradient_reduction must be one of'):
-        CRCDLoss(relation='gradient', student_channels=4, teacher_channels=4, gradient_reduction='avg')
+        CRCDLoss(
+            relation='gradient', student_channels=4, teacher_channels=4, gradient_reduction='avg'
+        )
 
 
 # -------------------------------------------------------------- DCD and CKD
@@ -162,7 +193,9 @@ def authors_dcd(f_s, f_t, tau, b, max_tau=10.0, alpha=0.5):
     """giakoumoglou/distillers DCD.py on already normalised embeddings."""
     logits = torch.mm(f_s, f_t.t()) * tau.exp().clamp(0, max_tau) + b
     labels = torch.arange(f_s.shape[0])
-    invariance = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(logits, dim=0).t(), reduction='batchmean')
+    invariance = F.kl_div(
+        F.log_softmax(logits, dim=1), F.softmax(logits, dim=0).t(), reduction='batchmean'
+    )
     return F.cross_entropy(logits, labels) + alpha * invariance
 
 
@@ -179,7 +212,7 @@ def test_dcd_is_the_authors_loss(learnable):
     theirs = authors_dcd(s, t, tau, b)
     check_close_with_gradients(loss(s, t), theirs, (s, t))
     if learnable:
-        g_ours, = torch.autograd.grad(loss(s, t), loss.tau)
+        (g_ours,) = torch.autograd.grad(loss(s, t), loss.tau)
         torch.testing.assert_close(g_ours, torch.autograd.grad(theirs, tau)[0])
 
 
@@ -189,30 +222,40 @@ def test_ckd_is_the_authors_loss():
     t = torch.randn(6, 10, dtype=torch.float64, generator=gen)
     similarity = F.normalize(t, dim=1) @ F.normalize(s, dim=1).t()
     theirs = 10.0 * F.cross_entropy(similarity / 1.0, torch.arange(6))
-    check_close_with_gradients(CKDLoss(loss_weight=10.0)(s, t), theirs, (s, ))
+    check_close_with_gradients(CKDLoss(loss_weight=10.0)(s, t), theirs, (s,))
 
 
 @pytest.mark.parametrize('learnable', [True, False])
 def test_dcd_logit_scale_trains_only_when_learnable(imagefolder, tmp_path, learnable):
     """A real Runner, one epoch (2 iterations): tau and b move (b by weight decay) only when learnable."""
-    loss = dict(type='DCDLoss', init_temperature=1.0, init_bias=0.5, learnable_logit_scale=learnable)
+    loss = dict(
+        type='DCDLoss', init_temperature=1.0, init_bias=0.5, learnable_logit_scale=learnable
+    )
     distiller = dict(
         type='ConfigurableDistiller',
         student_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
         teacher_recorders=dict(feat=dict(type='ModuleOutputs', source='neck')),
         distill_losses=dict(loss_dcd=loss),
-        connectors=dict(s=dict(type='CRDConnector', dim_in=16, dim_out=8),
-                        t=dict(type='CRDConnector', dim_in=32, dim_out=8)),
-        loss_forward_mappings=dict(loss_dcd=dict(
-            s_embeds=dict(from_student=True, recorder='feat', connector='s'),
-            t_embeds=dict(from_student=False, recorder='feat', connector='t'))))
+        connectors=dict(
+            s=dict(type='CRDConnector', dim_in=16, dim_out=8),
+            t=dict(type='CRDConnector', dim_in=32, dim_out=8),
+        ),
+        loss_forward_mappings=dict(
+            loss_dcd=dict(
+                s_embeds=dict(from_student=True, recorder='feat', connector='s'),
+                t_embeds=dict(from_student=False, recorder='feat', connector='t'),
+            )
+        ),
+    )
     cfg = distill_config(imagefolder, tmp_path / 'work', distiller, hooks=[])
     cfg.optim_wrapper.optimizer.weight_decay = 0.01
     cfg.default_hooks.checkpoint = None
     runner = Runner.from_cfg(cfg)
     dcd = runner.model.distiller.distill_losses['loss_dcd']
     runner.train()
-    optimised = {id(p) for group in runner.optim_wrapper.optimizer.param_groups for p in group['params']}
+    optimised = {
+        id(p) for group in runner.optim_wrapper.optimizer.param_groups for p in group['params']
+    }
     assert (id(dcd.tau) in optimised) is learnable and (id(dcd.bias) in optimised) is learnable
     assert runner.iter == 2
     if learnable:
@@ -226,8 +269,9 @@ def test_crcd_trains_with_every_authors_option(make_imagefolder, tmp_path):
     """A real Runner epoch with both relations in the authors' form: finite, positive, banks written."""
     distiller = crcd_distiller()
     distiller['distill_losses']['loss_crcd'].update(include_self_pairs=True)
-    distiller['distill_losses']['loss_crcd_grad'].update(include_self_pairs=True, gradient_reduction='mean',
-                                                         gradient_combine='multiply_kd')
+    distiller['distill_losses']['loss_crcd_grad'].update(
+        include_self_pairs=True, gradient_reduction='mean', gradient_combine='multiply_kd'
+    )
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
     runner = Runner.from_cfg(distill_config(data, tmp_path / 'work', distiller, max_epochs=1))
     runner.train()

@@ -1,4 +1,5 @@
 """The CRD paper's CIFAR networks as mmpretrain backbones: size and shapes."""
+
 import pytest
 import torch
 from mmpretrain.registry import MODELS
@@ -20,14 +21,11 @@ ARCHS = {
     'resnet56': (dict(type='CifarResNet', arch='resnet56'), 64, 861620, 8),
     'resnet110': (dict(type='CifarResNet', arch='resnet110'), 64, 1736564, 8),
     'resnet8x4': (dict(type='CifarResNet', arch='resnet8x4'), 256, 1233540, 8),
-    'resnet32x4': (dict(type='CifarResNet',
-                        arch='resnet32x4'), 256, 7433860, 8),
+    'resnet32x4': (dict(type='CifarResNet', arch='resnet32x4'), 256, 7433860, 8),
     'wrn_16_1': (dict(type='CifarWideResNet', arch='wrn_16_1'), 64, 180916, 8),
-    'wrn_16_2': (dict(type='CifarWideResNet',
-                      arch='wrn_16_2'), 128, 703284, 8),
+    'wrn_16_2': (dict(type='CifarWideResNet', arch='wrn_16_2'), 128, 703284, 8),
     'wrn_40_1': (dict(type='CifarWideResNet', arch='wrn_40_1'), 64, 569780, 8),
-    'wrn_40_2': (dict(type='CifarWideResNet',
-                      arch='wrn_40_2'), 128, 2255156, 8),
+    'wrn_40_2': (dict(type='CifarWideResNet', arch='wrn_40_2'), 128, 2255156, 8),
     'vgg8': (dict(type='CifarVGG', arch='vgg8'), 512, 3965028, 4),
     'vgg11': (dict(type='CifarVGG', arch='vgg11'), 512, 9277284, 4),
     'vgg13': (dict(type='CifarVGG', arch='vgg13'), 512, 9462180, 4),
@@ -45,8 +43,9 @@ def build_classifier(backbone: dict, width: int):
             type='ImageClassifier',
             backbone=backbone,
             neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead', num_classes=100, in_channels=width)))
+            head=dict(type='LinearClsHead', num_classes=100, in_channels=width),
+        )
+    )
 
 
 @pytest.mark.parametrize('name', list(ARCHS))
@@ -79,11 +78,14 @@ def test_backbone_trains(name):
     assert all(p.grad is not None for p in model.backbone.parameters())
 
 
-@pytest.mark.parametrize('cfg', [
-    dict(type='CifarResNet', arch='resnet18'),
-    dict(type='CifarWideResNet', arch='wrn_28_10'),
-    dict(type='CifarVGG', arch='vgg16'),
-])
+@pytest.mark.parametrize(
+    'cfg',
+    [
+        dict(type='CifarResNet', arch='resnet18'),
+        dict(type='CifarWideResNet', arch='wrn_28_10'),
+        dict(type='CifarVGG', arch='vgg16'),
+    ],
+)
 def test_unknown_arch_is_refused(cfg):
     with pytest.raises(KeyError, match='Unknown arch'):
         MODELS.build(dict(cfg, _scope_='mmpretrain'))

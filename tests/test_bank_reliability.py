@@ -1,4 +1,5 @@
 """The bank engine is never silently wrong: fresh vs resumed banks, seeds, sampling statistics, half precision."""
+
 import glob
 import math
 import os.path as osp
@@ -10,22 +11,27 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from scipy import stats
+from tiny_configs import crd_config
 
 from crd_mm.memory import ContrastMemoryBank
-from tiny_configs import crd_config
 
 BANK = 'distiller.distill_losses.loss_crd'
 
 
 class BankSnapshot(Hook):
     """Records the banks as training starts (after CRDMemoryBankHook has built and restored them)."""
+
     priority = 'LOW'
 
     def before_train(self, runner):
         hook = next(h for h in runner.hooks if type(h).__name__ == 'CRDMemoryBankHook')
         bank = hook.banks[BANK]
-        self.state = dict(student=bank.student.cpu().clone(), teacher=bank.teacher.cpu().clone(),
-                          written=bank.written.cpu().clone(), normalizers=bank.normalizers)
+        self.state = dict(
+            student=bank.student.cpu().clone(),
+            teacher=bank.teacher.cpu().clone(),
+            written=bank.written.cpu().clone(),
+            normalizers=bank.normalizers,
+        )
 
 
 def run_with_snapshot(cfg):
@@ -57,7 +63,10 @@ def test_load_from_starts_fresh_banks_and_only_resume_restores_them(make_imagefo
     fresh, runner = run_with_snapshot(cfg)
     assert not fresh['written'].any() and fresh['normalizers'] is None
     assert not torch.equal(fresh['student'], saved['student'])
-    assert 'load_from loads weights only; the memory banks and normalisation constants start fresh' in log_text(runner)
+    assert (
+        'load_from loads weights only; the memory banks and normalisation constants start fresh'
+        in log_text(runner)
+    )
 
     # load_from into a run on another training set works (the banks are not restored, so no size clash)
     bigger = make_imagefolder(tmp_path / 'bigger', num_classes=3, per_class=5)
@@ -94,7 +103,9 @@ def test_initial_rows_do_not_depend_on_threads_or_device():
 
 
 @pytest.mark.parametrize('anchor_class', [0, 2, 4])
-def test_class_exact_negatives_are_uniform_over_the_other_classes_on_unbalanced_labels(anchor_class):
+def test_class_exact_negatives_are_uniform_over_the_other_classes_on_unbalanced_labels(
+    anchor_class,
+):
     """Chi-square goodness of fit: every other-class sample equally likely, own class never drawn."""
     counts = [7, 1, 23, 4, 12]  # unbalanced, classes interleaved in the dataset order
     rng = np.random.default_rng(0)
@@ -111,8 +122,12 @@ def test_class_exact_negatives_are_uniform_over_the_other_classes_on_unbalanced_
     assert stats.chisquare(others).pvalue > 1e-3, others
 
 
-@pytest.mark.parametrize('bank_dtype', ['float16', pytest.param('bfloat16', marks=pytest.mark.slow)])
-def test_half_precision_banks_train_checkpoint_and_resume_exactly(make_imagefolder, tmp_path, bank_dtype):
+@pytest.mark.parametrize(
+    'bank_dtype', ['float16', pytest.param('bfloat16', marks=pytest.mark.slow)]
+)
+def test_half_precision_banks_train_checkpoint_and_resume_exactly(
+    make_imagefolder, tmp_path, bank_dtype
+):
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
     hooks = [dict(type='CRDMemoryBankHook', bank_dtype=bank_dtype)]
     Runner.from_cfg(crd_config(data, tmp_path / 'straight', max_epochs=2, hooks=hooks)).train()
@@ -123,7 +138,10 @@ def test_half_precision_banks_train_checkpoint_and_resume_exactly(make_imagefold
     cfg.resume, cfg.load_from = True, str(resumed_dir / 'epoch_1.pth')
     Runner.from_cfg(cfg).train()
 
-    straight, resumed = load(tmp_path / 'straight' / 'epoch_2.pth'), load(resumed_dir / 'epoch_2.pth')
+    straight, resumed = (
+        load(tmp_path / 'straight' / 'epoch_2.pth'),
+        load(resumed_dir / 'epoch_2.pth'),
+    )
     first = load(tmp_path / 'straight' / 'epoch_1.pth')['crd_memory_banks'][BANK]
     state, other = straight['crd_memory_banks'][BANK], resumed['crd_memory_banks'][BANK]
     assert state['student'].dtype == getattr(torch, bank_dtype)

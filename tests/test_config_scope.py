@@ -8,6 +8,7 @@ with the crd_mm this process imports. The expected model, data and schedule
 are the repository's recipe read directly by its file path, plus the user's
 overrides.
 """
+
 import json
 import os
 import os.path as osp
@@ -24,11 +25,28 @@ from crd_mm import compat
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPE = 'crd/cifar100/crd_resnet56_resnet20_cifar100.py'
-COMPARED = ('model', 'train_dataloader', 'val_dataloader', 'optim_wrapper', 'param_scheduler',
-            'train_cfg', 'custom_hooks', 'default_scope')
+COMPARED = (
+    'model',
+    'train_dataloader',
+    'val_dataloader',
+    'optim_wrapper',
+    'param_scheduler',
+    'train_cfg',
+    'custom_hooks',
+    'default_scope',
+)
 # not copied into the source tree that is installed
-NOT_SOURCES = {'.git', '.venv', 'work_dirs', 'data', 'build', 'dist', '.pytest_cache', '.mim',
-               '__pycache__'}
+NOT_SOURCES = {
+    '.git',
+    '.venv',
+    'work_dirs',
+    'data',
+    'build',
+    'dist',
+    '.pytest_cache',
+    '.mim',
+    '__pycache__',
+}
 
 USER_CONFIG = f"""\
 _base_ = ['crd_mm::{RECIPE}']
@@ -68,18 +86,38 @@ def expected_config():
 
 
 def copy_sources(dst):
-    shutil.copytree(REPO_ROOT, dst, symlinks=True,
-                    ignore=lambda folder, names: [n for n in names if n in NOT_SOURCES
-                                                  or n.endswith('.egg-info')])
+    shutil.copytree(
+        REPO_ROOT,
+        dst,
+        symlinks=True,
+        ignore=lambda folder, names: [
+            n for n in names if n in NOT_SOURCES or n.endswith('.egg-info')
+        ],
+    )
 
 
 @pytest.mark.slow  # about 22 s of CPU here: pip install, then a fresh interpreter imports crd_mm
 def test_crd_mm_scope_from_a_non_editable_install(tmp_path):
     src, site, user = tmp_path / 'src', tmp_path / 'site', tmp_path / 'user'
     copy_sources(src)
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-build-isolation',
-                    '--no-compile', '-q', '--target', str(site), str(src)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            'install',
+            '--no-deps',
+            '--no-build-isolation',
+            '--no-compile',
+            '-q',
+            '--target',
+            str(site),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     shipped = site / 'crd_mm' / '.mim' / 'configs' / RECIPE
     assert shipped.is_file() and not shipped.is_symlink()
     # a line only the installed copy has: proves which file the config came from
@@ -91,8 +129,9 @@ def test_crd_mm_scope_from_a_non_editable_install(tmp_path):
     (user / 'load.py').write_text(LOAD.format(recipe=RECIPE, compared=COMPARED))
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'CUDA_VISIBLE_DEVICES')}
     env.update(PYTHONPATH=str(site), CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, 'load.py'], cwd=user, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, 'load.py'], cwd=user, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.split('RESULT ', 1)[1])
 
@@ -112,16 +151,23 @@ def test_crd_mm_scope_in_process_from_a_temporary_folder(tmp_path):
     assert got == expected_config()
     # inherited as a plain file: no `_scope_` added where the recipe has none
     assert '_scope_' not in cfg.train_cfg and '_scope_' not in cfg.custom_hooks[0]
-    assert osp.samefile(compat.resolve_package_config(RECIPE), osp.join(REPO_ROOT, 'configs', RECIPE))
+    assert osp.samefile(
+        compat.resolve_package_config(RECIPE), osp.join(REPO_ROOT, 'configs', RECIPE)
+    )
     assert 'mmengine.config.Config._get_cfg_path' in compat.APPLIED_PATCHES
     assert crd_mm.__version__
 
 
 def test_unknown_crd_mm_recipe_names_the_closest(tmp_path):
-    (tmp_path / 'typo.py').write_text("_base_ = ['crd_mm::crd/cifar100/crd_resnet56_resnet2_cifar100.py']\n")
-    with pytest.raises(FileNotFoundError, match=r'crd_mm::crd/cifar100/crd_resnet56_resnet2_cifar100\.py: '
-                       r'no such config in .*closest recipes: crd_mm::crd/cifar100/'
-                       r'crd_resnet56_resnet20_cifar100\.py'):
+    (tmp_path / 'typo.py').write_text(
+        "_base_ = ['crd_mm::crd/cifar100/crd_resnet56_resnet2_cifar100.py']\n"
+    )
+    with pytest.raises(
+        FileNotFoundError,
+        match=r'crd_mm::crd/cifar100/crd_resnet56_resnet2_cifar100\.py: '
+        r'no such config in .*closest recipes: crd_mm::crd/cifar100/'
+        r'crd_resnet56_resnet20_cifar100\.py',
+    ):
         Config.fromfile(str(tmp_path / 'typo.py'))
 
 
@@ -134,12 +180,20 @@ def test_other_package_scopes_still_resolve(tmp_path):
 @pytest.mark.slow
 def test_train_tool_resolves_crd_mm_scope_from_another_directory(cmd, tmp_path):
     """tools/train.py run from a user's folder: crd_mm:: resolves, the run trains and saves."""
-    (tmp_path / 'my_student.py').write_text(textwrap.dedent("""\
+    (tmp_path / 'my_student.py').write_text(
+        textwrap.dedent("""\
         _base_ = ['crd_mm::demo/student.py']
         train_cfg = dict(max_epochs=1)
-        """))
+        """)
+    )
     env = cmd.env()
-    proc = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), 'my_student.py'],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), 'my_student.py'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / 'work_dirs' / 'my_student' / 'epoch_1.pth').is_file()

@@ -15,6 +15,7 @@
 * A missing dataset stops ``tools/train.py`` with the layout error of
   ``crd_mm.utils.data_check`` before any Runner is built.
 """
+
 import glob
 import math
 import os
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fake_cifar import write_fake_cifar100
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmpretrain.structures import DataSample
@@ -33,12 +35,16 @@ import crd_mm  # noqa: F401  (registers the plugin's modules)
 from crd_mm.memory import MemoryBankClient
 from crd_mm.memory.bank import ContrastMemoryBank
 from crd_mm.utils.data_check import check_data, check_dataset
-from fake_cifar import write_fake_cifar100
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS_DIR = osp.join(REPO_ROOT, 'tests')
 CONFIG_ROOT = osp.join(REPO_ROOT, 'configs')
-SKIPPED_DIRS = ('_base_', 'demo', 'detection', 'crossmodal')  # bases, and configs with their own tests
+SKIPPED_DIRS = (
+    '_base_',
+    'demo',
+    'detection',
+    'crossmodal',
+)  # bases, and configs with their own tests
 
 
 def discover_configs():
@@ -84,14 +90,22 @@ def test_config_builds_and_computes_losses(path):
     # a real bank per bank-using loss, as CRDMemoryBankHook would attach before training
     for ordinal, client in enumerate(m for m in model.modules() if isinstance(m, MemoryBankClient)):
         spec = client.bank_requirements()
-        client.attach_memory_bank(ContrastMemoryBank(
-            num_samples, spec['feat_dim'], spec['momentum'],
-            labels=labels if spec['needs_labels'] else None, seed=ordinal))
+        client.attach_memory_bank(
+            ContrastMemoryBank(
+                num_samples,
+                spec['feat_dim'],
+                spec['momentum'],
+                labels=labels if spec['needs_labels'] else None,
+                seed=ordinal,
+            )
+        )
     size = 32 if 'cifar' in path else 64
     data = dict(
         inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in range(2)],
-        data_samples=[DataSample(metainfo=dict(sample_idx=i)).set_gt_label(int(labels[i]))
-                      for i in range(2)])
+        data_samples=[
+            DataSample(metainfo=dict(sample_idx=i)).set_gt_label(int(labels[i])) for i in range(2)
+        ],
+    )
     data = model.data_preprocessor(data, training=True)
     model.train()
     losses = model(**data, mode='loss')
@@ -135,7 +149,12 @@ def test_recipe_follows_the_paper(path):
     if imagenet and method == 'ckd':  # the CKD authors' own schedule: tests/test_recipe_parity.py
         pass
     elif imagenet:
-        assert (opt.lr, opt.weight_decay, loader.batch_size, cfg.train_cfg.max_epochs) == (0.1, 1e-4, 32, 100)
+        assert (opt.lr, opt.weight_decay, loader.batch_size, cfg.train_cfg.max_epochs) == (
+            0.1,
+            1e-4,
+            32,
+            100,
+        )
         assert cfg.param_scheduler.milestones == [30, 60, 90]
         assert loader.dataset.type == 'ImageNet' and loader.dataset.data_root == 'data/imagenet'
     else:
@@ -146,7 +165,9 @@ def test_recipe_follows_the_paper(path):
         epochs = {'ckd': 480, 'crcd': 250}.get(method, 240)
         assert cfg.train_cfg.max_epochs == epochs
         if method == 'ckd':
-            assert cfg.param_scheduler.type == 'CosineAnnealingLR' and cfg.param_scheduler.T_max == 480
+            assert (
+                cfg.param_scheduler.type == 'CosineAnnealingLR' and cfg.param_scheduler.T_max == 480
+            )
         else:
             assert cfg.param_scheduler.milestones == [150, 180, 210]
     if method == 'teacher':
@@ -159,8 +180,13 @@ def test_recipe_follows_the_paper(path):
     hooks = [h.type for h in cfg.get('custom_hooks', [])]
     if method in ('crd', 'crd-kd'):
         crd = distill_loss(cfg, 'loss_crd')
-        assert (crd.loss_weight, crd.temperature, crd.num_negatives, crd.momentum, crd.feat_dim) == \
-            (0.8, 0.07, 16384, 0.5, 128)
+        assert (
+            crd.loss_weight,
+            crd.temperature,
+            crd.num_negatives,
+            crd.momentum,
+            crd.feat_dim,
+        ) == (0.8, 0.07, 16384, 0.5, 128)
         assert hooks == ['CRDMemoryBankHook']
     elif method in ('dcd', 'dcd-kd'):
         assert distill_loss(cfg, 'loss_dcd').loss_weight == 1.0  # beta 1
@@ -169,14 +195,22 @@ def test_recipe_follows_the_paper(path):
         check_kd(cfg, 0.9)
         for name, relation in (('loss_crcd', 'feature'), ('loss_crcd_grad', 'gradient')):
             loss = distill_loss(cfg, name)
-            assert (loss.relation, loss.loss_weight, loss.num_negatives, loss.temperature) == \
-                (relation, 1.0, 500, 0.05)
+            assert (loss.relation, loss.loss_weight, loss.num_negatives, loss.temperature) == (
+                relation,
+                1.0,
+                500,
+                0.05,
+            )
         stop = [h.stop_epoch for h in cfg.custom_hooks if h.type == 'StopDistillHook']
         assert stop == ([] if imagenet else [cfg.train_cfg.max_epochs - 10])
     elif method == 'ckd':
         ckd = distill_loss(cfg, 'loss_ckd')
         # the authors' weight and temperature per pair: tests/test_recipe_parity.py
-        assert losses == {'loss_ckd'} and ckd.loss_weight in (10.0, 50.0, 100.0) and ckd.temperature in (1.0, 2.0)
+        assert (
+            losses == {'loss_ckd'}
+            and ckd.loss_weight in (10.0, 50.0, 100.0)
+            and ckd.temperature in (1.0, 2.0)
+        )
     else:
         pytest.fail(f'no published settings known for {path}')
     if method.endswith('-kd'):
@@ -195,15 +229,24 @@ def check_ensemble(cfg):
     assert sorted(mappings.loss_kd.preds_T.teacher) == sorted(teachers)
     for name in teachers:
         crd = losses[f'loss_crd_{name}']
-        assert (crd.type, crd.loss_weight, crd.temperature, crd.num_negatives, crd.momentum, crd.feat_dim) == \
-            ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)
+        assert (
+            crd.type,
+            crd.loss_weight,
+            crd.temperature,
+            crd.num_negatives,
+            crd.momentum,
+            crd.feat_dim,
+        ) == ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)
         assert mappings[f'loss_crd_{name}'].t_feats.teacher == name
     assert [h.type for h in cfg.custom_hooks] == ['CRDMemoryBankHook']
 
 
 def released_resnet34_url():
     import mmpretrain
-    metafile = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet', 'metafile.yml')
+
+    metafile = osp.join(
+        osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet', 'metafile.yml'
+    )
     with open(metafile) as f:
         models = yaml.safe_load(f)['Models']
     return next(m['Weights'] for m in models if m['Name'] == 'resnet34_8xb32_in1k')
@@ -214,15 +257,22 @@ def test_imagenet_teacher_is_mmpretrains_released_resnet34():
     for path in [p for p in CONFIGS if p.endswith('_in1k.py') and method_of(p) != 'ensemble']:
         cfg = load(path)
         assert cfg.model.teacher_ckpt == url, path
-        assert cfg.model.teacher.backbone.depth == 34 and cfg.model.architecture.backbone.depth == 18
+        assert (
+            cfg.model.teacher.backbone.depth == 34 and cfg.model.architecture.backbone.depth == 18
+        )
 
 
 def test_imagenet_ensemble_teachers_are_mmpretrains_released_models():
     import mmpretrain
-    metafile = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet', 'metafile.yml')
+
+    metafile = osp.join(
+        osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'resnet', 'metafile.yml'
+    )
     with open(metafile) as f:
-        released = {f"mmpretrain::{m['Config'].split('configs/', 1)[1]}": m['Weights']
-                    for m in yaml.safe_load(f)['Models']}
+        released = {
+            f'mmpretrain::{m["Config"].split("configs/", 1)[1]}': m['Weights']
+            for m in yaml.safe_load(f)['Models']
+        }
     paths = [p for p in CONFIGS if p.endswith('_in1k.py') and method_of(p) == 'ensemble']
     assert paths
     for path in paths:
@@ -240,7 +290,9 @@ def write_tiny_imagenet(root, per_split=4, size=40, seed=0):
         lines = []
         for i in range(per_split):
             label = i % 2
-            img = np.clip(rng.integers(0, 256, size=3) * label + rng.integers(0, 60, (size, size, 3)), 0, 255)
+            img = np.clip(
+                rng.integers(0, 256, size=3) * label + rng.integers(0, 60, (size, size, 3)), 0, 255
+            )
             cv2.imwrite(osp.join(root, split, f'{i}.png'), img.astype(np.uint8))
             lines.append(f'{i}.png {label}\n')
         with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
@@ -260,14 +312,24 @@ def train_options(data_root, dataset_type=None, crop=None):
     }
     for split in ('train', 'val'):
         loader = f'{split}_dataloader'
-        options.update({f'{loader}.batch_size': 2, f'{loader}.num_workers': 0,
-                        f'{loader}.persistent_workers': False, f'{loader}.dataset.data_root': data_root})
+        options.update(
+            {
+                f'{loader}.batch_size': 2,
+                f'{loader}.num_workers': 0,
+                f'{loader}.persistent_workers': False,
+                f'{loader}.dataset.data_root': data_root,
+            }
+        )
         if dataset_type:
             options[f'{loader}.dataset.type'] = dataset_type
     if crop:  # mmpretrain's ImageNet pipelines: RandomResizedCrop; ResizeEdge, CenterCrop
-        options.update({'train_dataloader.dataset.pipeline.1.scale': crop,
-                        'val_dataloader.dataset.pipeline.1.scale': crop + 4,
-                        'val_dataloader.dataset.pipeline.2.crop_size': crop})
+        options.update(
+            {
+                'train_dataloader.dataset.pipeline.1.scale': crop,
+                'val_dataloader.dataset.pipeline.1.scale': crop + 4,
+                'val_dataloader.dataset.pipeline.2.crop_size': crop,
+            }
+        )
     return [f'{key}={value}' for key, value in options.items()]
 
 
@@ -282,15 +344,18 @@ RUNS = [
     'configs/crcd/cifar100/crcd_resnet32x4_resnet8x4_cifar100.py',
     'configs/ckd/cifar100/ckd_wrn_40_2_wrn_16_2_cifar100.py',
     'configs/crd/resnet34_resnet18_in1k.py',
-] + [pytest.param(p, marks=pytest.mark.slow) for p in (
-    'configs/crd/cifar100/crd-kd_wrn_40_2_wrn_16_2_cifar100.py',
-    'configs/ensemble/crd-kd_resnet56-wrn_40_2-vgg13_resnet20_cifar100.py',
-    'configs/ensemble/crd-kd_resnet50-resnet34_resnet18_in1k.py',
-    'configs/crd/crd-kd_resnet34_resnet18_in1k.py',
-    'configs/dcd/dcd_resnet34_resnet18_in1k.py',
-    'configs/crcd/crcd_resnet34_resnet18_in1k.py',
-    'configs/ckd/ckd_resnet34_resnet18_in1k.py',
-)]
+] + [
+    pytest.param(p, marks=pytest.mark.slow)
+    for p in (
+        'configs/crd/cifar100/crd-kd_wrn_40_2_wrn_16_2_cifar100.py',
+        'configs/ensemble/crd-kd_resnet56-wrn_40_2-vgg13_resnet20_cifar100.py',
+        'configs/ensemble/crd-kd_resnet50-resnet34_resnet18_in1k.py',
+        'configs/crd/crd-kd_resnet34_resnet18_in1k.py',
+        'configs/dcd/dcd_resnet34_resnet18_in1k.py',
+        'configs/crcd/crcd_resnet34_resnet18_in1k.py',
+        'configs/ckd/ckd_resnet34_resnet18_in1k.py',
+    )
+]
 
 
 @pytest.mark.parametrize('path', RUNS)
@@ -307,18 +372,28 @@ def test_recipe_trains_through_tools_train(path, tmp_path, cmd):
         # since custom_imports given as --cfg-options come too late.
         options = train_options(write_fake_cifar100(str(tmp_path / 'cifar')), 'UncheckedCIFAR100')
         config = tmp_path / f'with_fake_cifar_{osp.splitext(osp.basename(path))[0]}.py'
-        config.write_text(f'_base_ = [{osp.join(REPO_ROOT, path)!r}]\n'
-                          "custom_imports = dict(imports=['crd_mm', 'fake_cifar'], allow_failed_imports=False)\n")
+        config.write_text(
+            f'_base_ = [{osp.join(REPO_ROOT, path)!r}]\n'
+            "custom_imports = dict(imports=['crd_mm', 'fake_cifar'], allow_failed_imports=False)\n"
+        )
         env = {'PYTHONPATH': os.pathsep.join([REPO_ROOT, TESTS_DIR])}
     if 'teacher_ckpt' in cfg.model:
         options.append('model.teacher_ckpt=None')
     options += [f'model.teachers.{name}.ckpt=None' for name in cfg.model.get('teachers', {})]
-    stop = [i for i, hook in enumerate(cfg.get('custom_hooks', [])) if hook.type == 'StopDistillHook']
+    stop = [
+        i for i, hook in enumerate(cfg.get('custom_hooks', [])) if hook.type == 'StopDistillHook'
+    ]
     if stop:  # CRCD: distillation stops for the last epochs; here for the second of two
-        options += ['train_cfg.max_epochs=2', f'custom_hooks.{stop[0]}.stop_epoch=1',
-                    'log_processor.window_size=1']  # log each iteration's own losses
-    out = cmd.python(['tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options', *options],
-                     env=env, timeout=240)
+        options += [
+            'train_cfg.max_epochs=2',
+            f'custom_hooks.{stop[0]}.stop_epoch=1',
+            'log_processor.window_size=1',
+        ]  # log each iteration's own losses
+    out = cmd.python(
+        ['tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options', *options],
+        env=env,
+        timeout=240,
+    )
     assert 'Epoch(train) [1][2/2]' in out
     assert 'Epoch(val) [1]' in out and 'accuracy/top1' in out
     last = [line for line in out.splitlines() if 'Epoch(train) [1][2/2]' in line][-1]
@@ -332,20 +407,32 @@ def test_recipe_trains_through_tools_train(path, tmp_path, cmd):
         assert 'Distillation has been stopped!' in out
         for line in out.splitlines():  # the total is the student's CE alone once stopped
             if 'Epoch(train) [' in line:
-                total, ce = (float(line.split(key, 1)[1].split()[0]) for key in (' loss:', 'student.loss:'))
+                total, ce = (
+                    float(line.split(key, 1)[1].split()[0]) for key in (' loss:', 'student.loss:')
+                )
                 assert (total == ce) == ('Epoch(train) [2]' in line), line
 
 
 # ---------------------------------------------------------------- missing data
 def test_missing_imagenet_stops_tools_train_with_the_layout(tmp_path, cmd):
     missing = tmp_path / 'no_imagenet'
-    out = cmd.python(['tools/train.py', 'configs/crd/resnet34_resnet18_in1k.py', '--work-dir',
-                      tmp_path / 'work', '--cfg-options', f'train_dataloader.dataset.data_root={missing}'],
-                     check=False)
+    out = cmd.python(
+        [
+            'tools/train.py',
+            'configs/crd/resnet34_resnet18_in1k.py',
+            '--work-dir',
+            tmp_path / 'work',
+            '--cfg-options',
+            f'train_dataloader.dataset.data_root={missing}',
+        ],
+        check=False,
+    )
     assert 'FileNotFoundError: ImageNet (train_dataloader) not found: ' + str(missing) in out
     assert 'meta' in out and 'train.txt' in out and 'n01440764' in out  # the layout tree
     assert 'Fix: ' in out and 'train_dataloader.dataset.data_root=' in out
-    assert 'System environment' not in out  # raised before the Runner was built (it logs this first)
+    assert (
+        'System environment' not in out
+    )  # raised before the Runner was built (it logs this first)
     assert not osp.exists(tmp_path / 'work')
 
 
@@ -355,19 +442,57 @@ def fill_root(obj, root):
     return obj.format(root=root) if isinstance(obj, str) else obj
 
 
-@pytest.mark.parametrize('dataset, root_exists, missing, layout_part', [
-    (dict(type='ImageNet', data_root='{root}', split='val'), False, '{root}', 'val.txt'),
-    (dict(type='ImageNet', data_root='{root}', split='train'), True, '{root}/train', 'n01440764'),
-    (dict(type='CIFAR100', data_root='{root}', split='train', download=False), False,
-     '{root}/cifar-100-python', 'meta'),
-    (dict(type='mmpretrain.CIFAR10', data_root='{root}', download=False), False,
-     '{root}/cifar-10-batches-py', 'data_batch_1'),
-    (dict(type='CocoDataset', data_root='{root}', ann_file='annotations/instances_val2017.json',
-          data_prefix=dict(img='val2017/')), True, '{root}/annotations/instances_val2017.json', 'val2017'),
-    (dict(type='CustomDataset', data_root='{root}', data_prefix='images'), True, '{root}/images', 'class_x'),
-    (dict(type='RepeatDataset', times=2, dataset=dict(type='CustomDataset', data_root='{root}/x')), True,
-     '{root}/x', 'class_x'),
-])
+@pytest.mark.parametrize(
+    'dataset, root_exists, missing, layout_part',
+    [
+        (dict(type='ImageNet', data_root='{root}', split='val'), False, '{root}', 'val.txt'),
+        (
+            dict(type='ImageNet', data_root='{root}', split='train'),
+            True,
+            '{root}/train',
+            'n01440764',
+        ),
+        (
+            dict(type='CIFAR100', data_root='{root}', split='train', download=False),
+            False,
+            '{root}/cifar-100-python',
+            'meta',
+        ),
+        (
+            dict(type='mmpretrain.CIFAR10', data_root='{root}', download=False),
+            False,
+            '{root}/cifar-10-batches-py',
+            'data_batch_1',
+        ),
+        (
+            dict(
+                type='CocoDataset',
+                data_root='{root}',
+                ann_file='annotations/instances_val2017.json',
+                data_prefix=dict(img='val2017/'),
+            ),
+            True,
+            '{root}/annotations/instances_val2017.json',
+            'val2017',
+        ),
+        (
+            dict(type='CustomDataset', data_root='{root}', data_prefix='images'),
+            True,
+            '{root}/images',
+            'class_x',
+        ),
+        (
+            dict(
+                type='RepeatDataset',
+                times=2,
+                dataset=dict(type='CustomDataset', data_root='{root}/x'),
+            ),
+            True,
+            '{root}/x',
+            'class_x',
+        ),
+    ],
+)
 def test_data_check_names_path_layout_and_fix(tmp_path, dataset, root_exists, missing, layout_part):
     root = str(tmp_path if root_exists else tmp_path / 'absent')
     cfg = dict(val_dataloader=dict(dataset=fill_root(dataset, root)))
@@ -385,7 +510,8 @@ def test_data_check_passes_existing_and_in_memory_data(tmp_path):
     cfg = dict(
         train_dataloader=dict(dataset=dict(type='ImageNet', data_root=root, split='train')),
         val_dataloader=dict(dataset=dict(type='CIFAR100', data_root=cifar, download=False)),
-        test_dataloader=dict(dataset=dict(type='SklearnDigits', split='test')))
+        test_dataloader=dict(dataset=dict(type='SklearnDigits', split='test')),
+    )
     check_data(cfg)
     check_data(dict(val_dataloader=None))  # e.g. --no-validate
     # mmpretrain downloads a missing CIFAR itself; remote storage is not checked
@@ -394,7 +520,9 @@ def test_data_check_passes_existing_and_in_memory_data(tmp_path):
 
 
 # ---------------------------------------------------------------- cross-modal recipes
-CROSSMODAL_CONFIGS = sorted(osp.relpath(p, REPO_ROOT) for p in glob.glob(osp.join(CONFIG_ROOT, 'crossmodal', '*.py')))
+CROSSMODAL_CONFIGS = sorted(
+    osp.relpath(p, REPO_ROOT) for p in glob.glob(osp.join(CONFIG_ROOT, 'crossmodal', '*.py'))
+)
 
 
 @pytest.mark.parametrize('path', CROSSMODAL_CONFIGS)
@@ -402,6 +530,7 @@ def test_crossmodal_recipe_builds_and_computes_losses_on_its_own_views(path, tmp
     """The recipe's own training pipeline on two image files, then one loss forward; each network's input
     is recorded at its backbone: a distiller's teacher and student get different views."""
     from mmcv.transforms import Compose
+
     torch.manual_seed(0)
     cfg = load(path)
     model = build_model(cfg)
@@ -415,19 +544,30 @@ def test_crossmodal_recipe_builds_and_computes_losses_on_its_own_views(path, tmp
     labels = torch.tensor([0, 1, 0, 1])
     for ordinal, client in enumerate(m for m in model.modules() if isinstance(m, MemoryBankClient)):
         spec = client.bank_requirements()
-        client.attach_memory_bank(ContrastMemoryBank(4, spec['feat_dim'], spec['momentum'], labels=labels,
-                                                     seed=ordinal))
+        client.attach_memory_bank(
+            ContrastMemoryBank(4, spec['feat_dim'], spec['momentum'], labels=labels, seed=ordinal)
+        )
     shapes = {}
-    networks = dict(teacher=model.teacher, student=model.student) if 'teacher' in cfg.model else dict(net=model)
+    networks = (
+        dict(teacher=model.teacher, student=model.student)
+        if 'teacher' in cfg.model
+        else dict(net=model)
+    )
+
     def record(name):
         def hook(module, args):
             shapes[name] = args[0].shape
+
         return hook
 
     for name, net in networks.items():
         net.backbone.register_forward_pre_hook(record(name))
-    data = model.data_preprocessor(dict(inputs=[p['inputs'] for p in packed],
-                                        data_samples=[p['data_samples'] for p in packed]), training=True)
+    data = model.data_preprocessor(
+        dict(
+            inputs=[p['inputs'] for p in packed], data_samples=[p['data_samples'] for p in packed]
+        ),
+        training=True,
+    )
     model.train()
     losses = model(**data, mode='loss')
     distill_losses = cfg.model.get('distiller', {}).get('distill_losses', {})
@@ -436,6 +576,9 @@ def test_crossmodal_recipe_builds_and_computes_losses_on_its_own_views(path, tmp
         if 'loss' in name:
             assert torch.isfinite(value).all(), name
     if 'teacher' in cfg.model:
-        assert cfg.model.type == 'CrossModalDistill' and cfg.val_cfg.type == 'mmrazor.CrossModalDistillValLoop'
+        assert (
+            cfg.model.type == 'CrossModalDistill'
+            and cfg.val_cfg.type == 'mmrazor.CrossModalDistillValLoop'
+        )
         assert shapes['teacher'][0] == shapes['student'][0] == 2
         assert shapes['teacher'] != shapes['student'], shapes

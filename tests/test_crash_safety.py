@@ -6,6 +6,7 @@ A SIGKILL shows the rename (the old file survives a half-written new one); it
 cannot show the fsyncs, whose absence only a power cut or a kernel crash
 would reveal, so their order is checked in the system calls (strace).
 """
+
 import os
 import os.path as osp
 import re
@@ -17,7 +18,6 @@ import time
 
 import pytest
 import torch
-
 from tiny_configs import crd_config
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
@@ -28,19 +28,35 @@ PYTHONPATH = {'PYTHONPATH': osp.pathsep.join([osp.dirname(TESTS_DIR), TESTS_DIR]
 # one fixed name overwritten every epoch (an in-place write truncates it) and mmengine's
 # max_keep_ckpts=1 (its CheckpointHook deletes the old file before writing the new one).
 KEEP_LATEST = {
-    'fixed-name': dict(checkpoint=dict(filename_tmpl='latest.pth'), previous='latest.pth',
-                       final='latest.pth', undo='save', killed_file='latest.pth'),
-    'max_keep_ckpts=1': dict(checkpoint=dict(max_keep_ckpts=1), previous='epoch_1.pth',
-                             final='epoch_2.pth', undo='keep', killed_file='epoch_2.pth'),
+    'fixed-name': dict(
+        checkpoint=dict(filename_tmpl='latest.pth'),
+        previous='latest.pth',
+        final='latest.pth',
+        undo='save',
+        killed_file='latest.pth',
+    ),
+    'max_keep_ckpts=1': dict(
+        checkpoint=dict(max_keep_ckpts=1),
+        previous='epoch_1.pth',
+        final='epoch_2.pth',
+        undo='keep',
+        killed_file='epoch_2.pth',
+    ),
 }
 
 
 def stalled_run_config(data, tmp_path, keep_latest, undo=()):
     """Two epochs of CRD, checkpoints every epoch, stalled half-way through writing epoch 2's."""
-    cfg = crd_config(data, tmp_path / 'work', max_epochs=2,
-                     hooks=[dict(type='CRDMemoryBankHook'),
-                            dict(type='StallDuringSaveHook', marker=str(tmp_path / 'stalled'), undo=undo)],
-                     extra_imports=('crash_probe', ))
+    cfg = crd_config(
+        data,
+        tmp_path / 'work',
+        max_epochs=2,
+        hooks=[
+            dict(type='CRDMemoryBankHook'),
+            dict(type='StallDuringSaveHook', marker=str(tmp_path / 'stalled'), undo=undo),
+        ],
+        extra_imports=('crash_probe',),
+    )
     cfg.default_hooks.checkpoint.update(KEEP_LATEST[keep_latest]['checkpoint'])
     path = tmp_path / 'crd_crash.py'
     cfg.dump(path)
@@ -62,35 +78,51 @@ def kill_when_stalled(cmd, config, marker, timeout=180):
         if proc.poll() is None and not stalled:
             os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-    assert stalled, f'the run never reached the stalled save (exit {proc.returncode}):\n{out[-6000:]}'
+    assert stalled, (
+        f'the run never reached the stalled save (exit {proc.returncode}):\n{out[-6000:]}'
+    )
     assert proc.returncode == -signal.SIGKILL
     with open(marker) as f:
         return f.read()
 
 
 @pytest.mark.parametrize('keep_latest', list(KEEP_LATEST))
-def test_a_run_killed_while_saving_keeps_its_checkpoint_and_resumes(make_imagefolder, tmp_path, cmd, keep_latest):
+def test_a_run_killed_while_saving_keeps_its_checkpoint_and_resumes(
+    make_imagefolder, tmp_path, cmd, keep_latest
+):
     case = KEEP_LATEST[keep_latest]
     data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
     config = stalled_run_config(data, tmp_path, keep_latest)
     work = tmp_path / 'work'
 
     written = kill_when_stalled(cmd, config, tmp_path / 'stalled')
-    assert written == f"{work / case['killed_file']}.partial"  # killed while the new checkpoint was half written
-    previous = torch.load(work / case['previous'], map_location='cpu')  # weights_only, crd_mm's allow-list
+    assert (
+        written == f'{work / case["killed_file"]}.partial'
+    )  # killed while the new checkpoint was half written
+    previous = torch.load(
+        work / case['previous'], map_location='cpu'
+    )  # weights_only, crd_mm's allow-list
     assert previous['meta']['epoch'] == 1 and previous['meta']['iter'] == 2
     banks = previous['crd_memory_banks']['distiller.distill_losses.loss_crd']
     assert banks['written'].all() and banks['normalizers'] is not None
 
-    out = cmd.python(['tools/train.py', config, '--resume', '--cfg-options', 'log_level=INFO'],
-                     env=PYTHONPATH, timeout=180)
-    assert re.search(rf"Auto resumed from the latest checkpoint \S*{re.escape(case['previous'])}", out)
+    out = cmd.python(
+        ['tools/train.py', config, '--resume', '--cfg-options', 'log_level=INFO'],
+        env=PYTHONPATH,
+        timeout=180,
+    )
+    assert re.search(
+        rf'Auto resumed from the latest checkpoint \S*{re.escape(case["previous"])}', out
+    )
     assert 'resumed epoch: 1, iter: 2' in out
     final = torch.load(work / case['final'], map_location='cpu')
     assert final['meta']['epoch'] == 2 and final['meta']['iter'] == 4
-    assert not torch.equal(final['crd_memory_banks']['distiller.distill_losses.loss_crd']['student'],
-                           banks['student'])
-    assert sorted(p.name for p in work.glob('*.pth')) == [case['final']]  # still keeps only the latest
+    assert not torch.equal(
+        final['crd_memory_banks']['distiller.distill_losses.loss_crd']['student'], banks['student']
+    )
+    assert sorted(p.name for p in work.glob('*.pth')) == [
+        case['final']
+    ]  # still keeps only the latest
 
 
 @pytest.mark.slow
@@ -99,7 +131,7 @@ def test_the_kill_test_catches_what_compat_prevents(make_imagefolder, tmp_path, 
     """Control: with mmengine's own code (in-place write; delete before save) the same kill loses the checkpoint."""
     case = KEEP_LATEST[keep_latest]
     data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
-    config = stalled_run_config(data, tmp_path, keep_latest, undo=(case['undo'], ))
+    config = stalled_run_config(data, tmp_path, keep_latest, undo=(case['undo'],))
     work = tmp_path / 'work'
     written = kill_when_stalled(cmd, config, tmp_path / 'stalled')
     if case['undo'] == 'save':
@@ -110,30 +142,50 @@ def test_the_kill_test_catches_what_compat_prevents(make_imagefolder, tmp_path, 
         assert not (work / case['previous']).exists()
 
 
-SAVE_SCRIPT = '''
+SAVE_SCRIPT = """
 import sys, torch
 import crd_mm  # noqa: F401
 from mmengine.runner import runner
 runner.save_checkpoint({'weights': torch.zeros(10)}, sys.argv[1])  # what Runner.save_checkpoint calls
-'''
+"""
 
 
 def strace_works():
     if shutil.which('strace') is None:
         return False
-    return subprocess.run(['strace', '-f', '--seccomp-bpf', '-o', os.devnull, 'true'],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ['strace', '-f', '--seccomp-bpf', '-o', os.devnull, 'true'], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
-@pytest.mark.skipif(not strace_works(), reason='needs strace >= 5.3 (with ptrace allowed) to observe fsync calls')
+@pytest.mark.skipif(
+    not strace_works(), reason='needs strace >= 5.3 (with ptrace allowed) to observe fsync calls'
+)
 def test_checkpoint_and_directory_are_fsynced_around_the_rename(tmp_path, cmd):
     """The system calls of one save: write + fsync the partial file, rename it, fsync the directory."""
     work = tmp_path / 'work'
     target = work / 'epoch_1.pth'
     trace = tmp_path / 'trace'
     syscalls = 'trace=openat,write,fsync,fdatasync,rename,renameat,renameat2,close'
-    cmd.run(['strace', '-f', '-qq', '--seccomp-bpf', '-o', trace, '-e', syscalls, sys.executable, '-c', SAVE_SCRIPT,
-             target])
+    cmd.run(
+        [
+            'strace',
+            '-f',
+            '-qq',
+            '--seccomp-bpf',
+            '-o',
+            trace,
+            '-e',
+            syscalls,
+            sys.executable,
+            '-c',
+            SAVE_SCRIPT,
+            target,
+        ]
+    )
     with open(trace) as f:
         calls = [re.sub(r'^\d+\s+', '', line.strip()) for line in f]
 
@@ -142,14 +194,24 @@ def test_checkpoint_and_directory_are_fsynced_around_the_rename(tmp_path, cmd):
             match = re.match(pattern, calls[i])
             if match:
                 return i, match
-        pytest.fail(f'no system call matching {pattern!r} after call {start}:\n' + '\n'.join(calls[-40:]))
+        pytest.fail(
+            f'no system call matching {pattern!r} after call {start}:\n' + '\n'.join(calls[-40:])
+        )
 
-    opened, match = position(rf'openat\(AT_FDCWD, "{re.escape(str(target))}\.partial", O_WRONLY.* = (\d+)$')
+    opened, match = position(
+        rf'openat\(AT_FDCWD, "{re.escape(str(target))}\.partial", O_WRONLY.* = (\d+)$'
+    )
     fd = match.group(1)
     written, _ = position(rf'write\({fd}, ', opened)
     synced, _ = position(rf'f(data)?sync\({fd}\)', written)
-    renamed, _ = position(rf'rename(at2?)?\(.*"{re.escape(str(target))}\.partial", .*"{re.escape(str(target))}"',
-                          synced)
-    dir_opened, match = position(rf'openat\(AT_FDCWD, "{re.escape(str(work))}", O_RDONLY.* = (\d+)$', renamed)
+    renamed, _ = position(
+        rf'rename(at2?)?\(.*"{re.escape(str(target))}\.partial", .*"{re.escape(str(target))}"',
+        synced,
+    )
+    dir_opened, match = position(
+        rf'openat\(AT_FDCWD, "{re.escape(str(work))}", O_RDONLY.* = (\d+)$', renamed
+    )
     position(rf'f(data)?sync\({match.group(1)}\)', dir_opened)
-    assert not any(str(target) in call and 'O_TRUNC' in call for call in calls if '.partial' not in call)
+    assert not any(
+        str(target) in call and 'O_TRUNC' in call for call in calls if '.partial' not in call
+    )

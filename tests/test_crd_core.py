@@ -1,4 +1,5 @@
 """CRD core: parity with mmrazor's CRD, sampling, synchronised bank updates, bad input."""
+
 import re
 from types import SimpleNamespace
 
@@ -16,9 +17,10 @@ from mmrazor.models.losses.crd_loss import CRDLoss as MMRazorCRDLoss  # isort: s
 
 
 def samples(indices, **fields):
-    return [BaseDataElement(sample_idx=torch.tensor(int(i)),
-                            **{k: v[j] for k, v in fields.items()})
-            for j, i in enumerate(indices)]
+    return [
+        BaseDataElement(sample_idx=torch.tensor(int(i)), **{k: v[j] for k, v in fields.items()})
+        for j, i in enumerate(indices)
+    ]
 
 
 def embeddings(batch, dim, seed):
@@ -34,8 +36,14 @@ def test_parity_with_mmrazor_loss_gradients_and_banks(num):
     """
     dim, k, batch, weight = 16, 31, 8, 0.8
     reference = MMRazorCRDLoss(temperature=0.07, neg_num=k, sample_n=num, dim_out=dim, momentum=0.5)
-    ours = CRDLoss(loss_weight=weight, temperature=0.07, num_negatives=k, momentum=0.5,
-                   feat_dim=dim, negative_sampling='uniform')
+    ours = CRDLoss(
+        loss_weight=weight,
+        temperature=0.07,
+        num_negatives=k,
+        momentum=0.5,
+        feat_dim=dim,
+        negative_sampling='uniform',
+    )
     bank = ContrastMemoryBank(num, dim, momentum=0.5, seed=3)
     reference.contrast.memory_v1.copy_(bank.student)
     reference.contrast.memory_v2.copy_(bank.teacher)
@@ -48,7 +56,9 @@ def test_parity_with_mmrazor_loss_gradients_and_banks(num):
         e_t = embeddings(batch, dim, 20 + step).requires_grad_()
         r_s, r_t = e_s.detach().clone().requires_grad_(), e_t.detach().clone().requires_grad_()
 
-        ref_loss = reference(r_s, r_t, samples(idx, contrast_sample_idxs=torch.cat([idx[:, None], neg], 1)))
+        ref_loss = reference(
+            r_s, r_t, samples(idx, contrast_sample_idxs=torch.cat([idx[:, None], neg], 1))
+        )
         ref_loss.backward()
         loss = ours.contrast_loss(e_s, e_t, idx, neg)
         loss.backward()
@@ -60,7 +70,9 @@ def test_parity_with_mmrazor_loss_gradients_and_banks(num):
         torch.testing.assert_close(e_t.grad, weight * r_t.grad, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(bank.student, reference.contrast.memory_v1, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(bank.teacher, reference.contrast.memory_v2, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(bank.normalizers, reference.contrast.params[2:4], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            bank.normalizers, reference.contrast.params[2:4], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_forward_samples_through_the_bank_and_stages_the_batch():
@@ -100,7 +112,7 @@ def test_uniform_negatives_exclude_the_sample_and_cover_the_rest():
     neg = bank.negatives(idx, 2000, 'uniform', shared=False)
     assert (neg != idx[:, None]).all()
     assert set(neg[0].tolist()) == set(range(1, 60))
-    assert bank.negatives(idx, 7, 'uniform', shared=True).shape == (7, )
+    assert bank.negatives(idx, 7, 'uniform', shared=True).shape == (7,)
 
 
 def test_relaxed_positives_share_the_class_and_exact_ones_are_the_sample():
@@ -164,7 +176,9 @@ def test_non_finite_embeddings_are_skipped_and_the_bank_stays_finite():
 
 def test_bad_input_raises_and_writes_nothing():
     loss = CRDLoss(num_negatives=4, feat_dim=8, negative_sampling='uniform')
-    with pytest.raises(RuntimeError, match="custom_hooks = \\[dict\\(type='CRDMemoryBankHook'\\)\\]"):
+    with pytest.raises(
+        RuntimeError, match="custom_hooks = \\[dict\\(type='CRDMemoryBankHook'\\)\\]"
+    ):
         loss(embeddings(2, 8, 0), embeddings(2, 8, 1), samples([0, 1]))
     bank = ContrastMemoryBank(10, 8, momentum=0.5)
     loss.attach_memory_bank(bank)
@@ -181,17 +195,20 @@ def test_bad_input_raises_and_writes_nothing():
 
 def test_connector_pools_maps_and_checks_its_width():
     connector = CRDConnector(dim_in=6, dim_out=4)
-    out = connector((torch.randn(3, 6, 5, 5), ))
+    out = connector((torch.randn(3, 6, 5, 5),))
     assert out.shape == (3, 4)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(connector(torch.randn(3, 6, 1, 1)).norm(dim=1), torch.ones(3))
-    with pytest.raises(ValueError, match='set dim_in to the channel count of the recorded layer \\(7\\)'):
+    with pytest.raises(
+        ValueError, match='set dim_in to the channel count of the recorded layer \\(7\\)'
+    ):
         connector(torch.randn(3, 7))
 
 
 def test_registry_names_resolve_to_crd_mm():
     from mmengine.registry import HOOKS
     from mmrazor.registry import MODELS
+
     assert MODELS.get('CRDLoss') is CRDLoss
     assert MODELS.get('CRDConnector') is CRDConnector
     assert HOOKS.get('CRDMemoryBankHook') is crd_mm.memory.CRDMemoryBankHook
@@ -203,7 +220,9 @@ def test_bank_state_round_trip_and_length_check():
     bank.apply_staged()
     restored = ContrastMemoryBank(10, 4, momentum=0.5, seed=7)
     restored.load_state_dict(bank.state_dict())
-    assert torch.equal(restored.student, bank.student) and torch.equal(restored.written, bank.written)
+    assert torch.equal(restored.student, bank.student) and torch.equal(
+        restored.written, bank.written
+    )
     with pytest.raises(ValueError, match='load_from='):
         ContrastMemoryBank(11, 4, momentum=0.5).load_state_dict(bank.state_dict())
 
@@ -220,16 +239,18 @@ def test_half_precision_storage_scores_in_float32():
     torch.testing.assert_close(bank.student[0].float().norm(), torch.tensor(1.0), atol=1e-3, rtol=0)
 
 
-
-@pytest.mark.parametrize('num, shared', [(2000, False), (4, False), (2000, True)],
-                         ids=['gathered-rows', 'dense-scores', 'shared'])
+@pytest.mark.parametrize(
+    'num, shared',
+    [(2000, False), (4, False), (2000, True)],
+    ids=['gathered-rows', 'dense-scores', 'shared'],
+)
 def test_gradcheck_in_float64(num, shared):
     """Every scoring path, including the chunked gather's own backward, in float64."""
     loss = CRDLoss(num_negatives=5, feat_dim=6, negative_sampling='uniform', share_negatives=shared)
     loss.attach_memory_bank(ContrastMemoryBank(num, 6, momentum=0.5, dtype=torch.float64, seed=4))
     gen = torch.Generator().manual_seed(1)
     idx = torch.tensor([0, 1, 2])
-    neg = torch.randint(0, num, (5, ) if shared else (3, 5), generator=gen)
+    neg = torch.randint(0, num, (5,) if shared else (3, 5), generator=gen)
     s = F.normalize(torch.randn(3, 6, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
     t = F.normalize(torch.randn(3, 6, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
     loss.contrast_loss(s, t, idx, neg)  # sets the normalisation constants
@@ -249,19 +270,37 @@ def test_labels_that_disagree_with_the_training_set_are_refused():
     assert len(bank._staged) == 1
 
 
-@pytest.mark.parametrize('build, error, message', [
-    (lambda: ContrastMemoryBank(1, 4, 0.5), ValueError, 'at least 2 samples'),
-    (lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.zeros(5)), ValueError, 'one label per sample'),
-    (lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.tensor([0, 1, -1, 0, 1, 0])), ValueError,
-     'non-negative class label'),
-    (lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.zeros(6)), ValueError, "use negative_sampling='uniform'"),
-    (lambda: CRDLoss(negative_sampling='hard'), ValueError, 'negative_sampling must be one of'),
-    (lambda: CRDLoss(positive='near'), ValueError, 'positive must be one of'),
-    (lambda: CRDLoss(num_negatives=0), ValueError, 'CRDLoss needs num_negatives >= 1'),
-    (lambda: CRCDLoss(relation='logit'), ValueError, 'relation must be one of'),
-    (lambda: CRCDLoss(temperature=0), ValueError, 'CRCDLoss needs num_negatives >= 1, temperature > 0'),
-    (lambda: CRDMemoryBankHook(bank_dtype='int8'), ValueError, "bank_dtype must be 'float32'"),
-])
+@pytest.mark.parametrize(
+    'build, error, message',
+    [
+        (lambda: ContrastMemoryBank(1, 4, 0.5), ValueError, 'at least 2 samples'),
+        (
+            lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.zeros(5)),
+            ValueError,
+            'one label per sample',
+        ),
+        (
+            lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.tensor([0, 1, -1, 0, 1, 0])),
+            ValueError,
+            'non-negative class label',
+        ),
+        (
+            lambda: ContrastMemoryBank(6, 4, 0.5, labels=torch.zeros(6)),
+            ValueError,
+            "use negative_sampling='uniform'",
+        ),
+        (lambda: CRDLoss(negative_sampling='hard'), ValueError, 'negative_sampling must be one of'),
+        (lambda: CRDLoss(positive='near'), ValueError, 'positive must be one of'),
+        (lambda: CRDLoss(num_negatives=0), ValueError, 'CRDLoss needs num_negatives >= 1'),
+        (lambda: CRCDLoss(relation='logit'), ValueError, 'relation must be one of'),
+        (
+            lambda: CRCDLoss(temperature=0),
+            ValueError,
+            'CRCDLoss needs num_negatives >= 1, temperature > 0',
+        ),
+        (lambda: CRDMemoryBankHook(bank_dtype='int8'), ValueError, "bank_dtype must be 'float32'"),
+    ],
+)
 def test_bad_settings_are_refused_with_the_fix(build, error, message):
     with pytest.raises(error, match=re.escape(message)):
         build()
@@ -279,14 +318,18 @@ def test_class_aware_sampling_without_labels_names_the_uniform_mode():
 def test_crd_needs_the_batch_data_samples():
     loss = CRDLoss(num_negatives=4, feat_dim=8, negative_sampling='uniform')
     loss.attach_memory_bank(ContrastMemoryBank(10, 8, momentum=0.5))
-    with pytest.raises(ValueError, match="data_samples=dict\\(from_student=True, recorder='data_samples'"):
+    with pytest.raises(
+        ValueError, match="data_samples=dict\\(from_student=True, recorder='data_samples'"
+    ):
         loss(embeddings(2, 8, 0), embeddings(2, 8, 1), [])
 
 
 def test_overflowing_first_batch_scores_do_not_set_the_constants():
     bank = ContrastMemoryBank(10, 4, momentum=0.5)
     scores = torch.full((2, 3), 1000.0)
-    with pytest.raises(FloatingPointError, match='normalisation constants from the first batch are not finite'):
+    with pytest.raises(
+        FloatingPointError, match='normalisation constants from the first batch are not finite'
+    ):
         bank.log_normalizers(scores, scores)
     assert bank.normalizers is None
 
@@ -294,6 +337,10 @@ def test_overflowing_first_batch_scores_do_not_set_the_constants():
 def test_resuming_a_checkpoint_without_this_loss_bank_is_refused():
     hook = CRDMemoryBankHook()
     hook.banks = {'distiller.distill_losses.loss_crd': ContrastMemoryBank(10, 4, momentum=0.5)}
-    other = {'distiller.distill_losses.loss_other': ContrastMemoryBank(10, 4, momentum=0.5).state_dict()}
-    with pytest.raises(KeyError, match="no memory bank for \\['distiller.distill_losses.loss_crd'\\]"):
+    other = {
+        'distiller.distill_losses.loss_other': ContrastMemoryBank(10, 4, momentum=0.5).state_dict()
+    }
+    with pytest.raises(
+        KeyError, match="no memory bank for \\['distiller.distill_losses.loss_crd'\\]"
+    ):
         hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'crd_memory_banks': other})

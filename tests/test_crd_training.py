@@ -1,4 +1,5 @@
 """CRD in real mmengine Runners: training, checkpoints, resume, and the missing-hook error."""
+
 import glob
 import os.path as osp
 import shutil
@@ -6,7 +7,6 @@ import shutil
 import pytest
 import torch
 from mmengine.runner import Runner
-
 from tiny_configs import crd_config
 
 
@@ -25,8 +25,10 @@ def test_crd_trains_and_checkpoints_its_banks(make_imagefolder, tmp_path):
     hook = next(h for h in runner.hooks if type(h).__name__ == 'CRDMemoryBankHook')
     bank = hook.banks['distiller.distill_losses.loss_crd']
     assert bank.num_samples == 12 and bank.written.all()
-    assert not any(isinstance(b, torch.Tensor) and b.data_ptr() == bank.student.data_ptr()
-                   for b in runner.model.state_dict().values())
+    assert not any(
+        isinstance(b, torch.Tensor) and b.data_ptr() == bank.student.data_ptr()
+        for b in runner.model.state_dict().values()
+    )
     checkpoint = load(osp.join(tmp_path, 'work', 'epoch_1.pth'))
     saved = checkpoint['crd_memory_banks']['distiller.distill_losses.loss_crd']
     assert torch.equal(saved['student'], bank.student.cpu())  # banks live on the model's device
@@ -55,15 +57,20 @@ def test_resume_gives_the_same_banks_constants_and_losses(make_imagefolder, tmp_
     cfg.resume, cfg.load_from = True, str(resumed_dir / 'epoch_1.pth')
     build_runner(cfg).train()
 
-    straight, resumed = load(tmp_path / 'straight' / 'epoch_2.pth'), load(resumed_dir / 'epoch_2.pth')
+    straight, resumed = (
+        load(tmp_path / 'straight' / 'epoch_2.pth'),
+        load(resumed_dir / 'epoch_2.pth'),
+    )
     for name, state in straight['crd_memory_banks'].items():
         other = resumed['crd_memory_banks'][name]
         for key in ('student', 'teacher', 'normalizers', 'written'):
             assert torch.equal(state[key], other[key]), key
     for key, value in straight['state_dict'].items():
         assert torch.equal(value, resumed['state_dict'][key]), key
-    losses = [ckpt['message_hub']['log_scalars']['train/distill.loss_crd'].data[0]
-              for ckpt in (straight, resumed)]
+    losses = [
+        ckpt['message_hub']['log_scalars']['train/distill.loss_crd'].data[0]
+        for ckpt in (straight, resumed)
+    ]
     assert len(losses[0]) == 6 and (losses[0][-3:] == losses[1][-3:]).all()
 
 
@@ -73,5 +80,7 @@ def test_resume_with_a_different_training_set_is_refused(make_imagefolder, tmp_p
     bigger = make_imagefolder(tmp_path / 'bigger', num_classes=2, per_class=5)
     cfg = crd_config(bigger, tmp_path / 'second', max_epochs=2)
     cfg.resume, cfg.load_from = True, glob.glob(str(tmp_path / 'first' / 'epoch_1.pth'))[0]
-    with pytest.raises(ValueError, match='holds 8 x 16 rows but the current training set and loss need 10 x 16'):
+    with pytest.raises(
+        ValueError, match='holds 8 x 16 rows but the current training set and loss need 10 x 16'
+    ):
         build_runner(cfg).train()

@@ -5,6 +5,7 @@ student the ab channels at 16x16. What reaches each network is recorded by
 forward pre-hooks on the two backbones and compared with the views computed
 here directly with OpenCV from the image files.
 """
+
 import os.path as osp
 
 import cv2
@@ -13,18 +14,24 @@ import pytest
 import torch
 from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
+from tiny_configs import crd_distiller, distill_config, image_folder_loader
 
 import crd_mm  # noqa: F401  (registers the plugin's modules)
 from crd_mm.datasets.transforms import ConvertColor, SelectChannels, TeacherView
 from crd_mm.memory import MemoryBankClient
 from crd_mm.memory.bank import ContrastMemoryBank
-from tiny_configs import crd_distiller, distill_config, image_folder_loader
 
 L_MEAN, L_STD = 127.5, 127.5
 AB_MEAN, AB_STD = 128.0, 127.5
-TEACHER_BRANCH = [dict(type='ConvertColor', conversion='BGR2Lab'), dict(type='SelectChannels', channels=[0])]
-STUDENT_VIEW = [dict(type='Resize', scale=16), dict(type='ConvertColor', conversion='BGR2Lab'),
-                dict(type='SelectChannels', channels=[1, 2])]
+TEACHER_BRANCH = [
+    dict(type='ConvertColor', conversion='BGR2Lab'),
+    dict(type='SelectChannels', channels=[0]),
+]
+STUDENT_VIEW = [
+    dict(type='Resize', scale=16),
+    dict(type='ConvertColor', conversion='BGR2Lab'),
+    dict(type='SelectChannels', channels=[1, 2]),
+]
 
 
 def crossmodal_config(data_root, work_dir, teacher_branch=TEACHER_BRANCH, validate=True):
@@ -34,15 +41,23 @@ def crossmodal_config(data_root, work_dir, teacher_branch=TEACHER_BRANCH, valida
     model.type = 'CrossModalDistill'
     model.architecture.backbone.in_channels = 2
     model.teacher.backbone.in_channels = 1
-    model.data_preprocessor = dict(type='mmpretrain.ClsDataPreprocessor', mean=[AB_MEAN] * 2, std=[AB_STD] * 2)
-    model.teacher_data_preprocessor = dict(type='mmpretrain.ClsDataPreprocessor', mean=[L_MEAN], std=[L_STD])
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='TeacherView', transforms=teacher_branch),
-                *STUDENT_VIEW, dict(type='PackInputs', algorithm_keys=['teacher_inputs'])]
+    model.data_preprocessor = dict(
+        type='mmpretrain.ClsDataPreprocessor', mean=[AB_MEAN] * 2, std=[AB_STD] * 2
+    )
+    model.teacher_data_preprocessor = dict(
+        type='mmpretrain.ClsDataPreprocessor', mean=[L_MEAN], std=[L_STD]
+    )
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='TeacherView', transforms=teacher_branch),
+        *STUDENT_VIEW,
+        dict(type='PackInputs', algorithm_keys=['teacher_inputs']),
+    ]
     cfg.train_dataloader.dataset.pipeline = pipeline
     if validate:
         cfg.val_dataloader = image_folder_loader(data_root, batch_size=4, shuffle=False)
         cfg.val_dataloader.dataset.pipeline = pipeline
-        cfg.val_evaluator = dict(type='mmpretrain.Accuracy', topk=(1, ))
+        cfg.val_evaluator = dict(type='mmpretrain.Accuracy', topk=(1,))
         cfg.val_cfg = dict(type='mmrazor.CrossModalDistillValLoop')
         cfg.train_cfg.val_interval = 1
     return cfg
@@ -53,7 +68,9 @@ def expected_views(img_path):
     img = cv2.imread(img_path)  # BGR, 32x32
     lab = cv2.cvtColor(img, cv2.COLOR_BGR2Lab).astype(np.float32)
     teacher = (lab[..., :1] - L_MEAN) / L_STD
-    small = cv2.cvtColor(cv2.resize(img, (16, 16), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2Lab)
+    small = cv2.cvtColor(
+        cv2.resize(img, (16, 16), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2Lab
+    )
     student = (small[..., 1:].astype(np.float32) - AB_MEAN) / AB_STD
     return (torch.from_numpy(teacher).permute(2, 0, 1), torch.from_numpy(student).permute(2, 0, 1))
 
@@ -67,6 +84,7 @@ def test_teacher_and_student_receive_their_own_views(imagefolder, tmp_path):
     def record(name):
         def hook(module, args):
             seen.append((name, module.training, args[0].detach().clone(), list(paths)))
+
         return hook
 
     def remember_paths(module, args, kwargs):
@@ -100,8 +118,10 @@ def test_teacher_and_student_receive_their_own_views(imagefolder, tmp_path):
 def test_views_of_different_batch_sizes_stop_before_training(imagefolder, tmp_path):
     # a multi-view transform in the teacher's branch would give it 2 images per sample
     branch = [dict(type='MultiView', num_views=2, transforms=[TEACHER_BRANCH])]
-    runner = Runner.from_cfg(crossmodal_config(imagefolder, tmp_path / 'work', branch, validate=False))
-    with pytest.raises(ValueError, match=r"made 2 images of one sample.*one view per sample"):
+    runner = Runner.from_cfg(
+        crossmodal_config(imagefolder, tmp_path / 'work', branch, validate=False)
+    )
+    with pytest.raises(ValueError, match=r'made 2 images of one sample.*one view per sample'):
         runner.train()
     assert runner.iter == 0
     assert not osp.exists(tmp_path / 'work' / 'epoch_1.pth')
@@ -109,13 +129,17 @@ def test_views_of_different_batch_sizes_stop_before_training(imagefolder, tmp_pa
 
 def build_model(imagefolder, tmp_path, **changes):
     from mmengine.registry import MODELS
+
     cfg = crossmodal_config(imagefolder, tmp_path, validate=False)
     cfg.model.update(changes)
     model = MODELS.build(cfg.model)
     for client in (m for m in model.modules() if isinstance(m, MemoryBankClient)):
-        spec = client.bank_requirements()  # a real bank, as CRDMemoryBankHook attaches before training
-        client.attach_memory_bank(ContrastMemoryBank(2, spec['feat_dim'], spec['momentum'],
-                                                     labels=torch.tensor([0, 1])))
+        spec = (
+            client.bank_requirements()
+        )  # a real bank, as CRDMemoryBankHook attaches before training
+        client.attach_memory_bank(
+            ContrastMemoryBank(2, spec['feat_dim'], spec['momentum'], labels=torch.tensor([0, 1]))
+        )
     return model
 
 
@@ -131,25 +155,46 @@ def test_algorithm_refuses_samples_without_exactly_one_teacher_view(imagefolder,
     student = torch.randint(0, 256, (2, 2, 16, 16), dtype=torch.uint8)
     one = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8)
     # a view stored with the sample as a stack of 3 images: the teacher's batch would be 4, not 2
-    data = model.data_preprocessor(dict(inputs=list(student), data_samples=[
-        sample(0, one), sample(1, torch.stack([one] * 3))]), training=True)
-    with pytest.raises(ValueError, match=r'different batch sizes: the teacher would get 4 images but the '
-                                         r'student gets 2'):
+    data = model.data_preprocessor(
+        dict(
+            inputs=list(student), data_samples=[sample(0, one), sample(1, torch.stack([one] * 3))]
+        ),
+        training=True,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r'different batch sizes: the teacher would get 4 images but the '
+        r'student gets 2',
+    ):
         model(**data, mode='loss')
-    data = model.data_preprocessor(dict(inputs=list(student), data_samples=[sample(0, one), sample(1, None)]))
+    data = model.data_preprocessor(
+        dict(inputs=list(student), data_samples=[sample(0, one), sample(1, None)])
+    )
     with pytest.raises(ValueError, match=r"no 'teacher_inputs' field.*TeacherView.*algorithm_keys"):
         model(**data, mode='loss')
-    data = model.data_preprocessor(dict(inputs=list(student), data_samples=[sample(0, one), sample(1, one)]))
+    data = model.data_preprocessor(
+        dict(inputs=list(student), data_samples=[sample(0, one), sample(1, one)])
+    )
     losses = model(**data, mode='loss')
     assert {'student.loss', 'distill.loss_crd'} <= set(losses)
 
 
-@pytest.mark.parametrize('changes, error', [
-    (dict(teacher_data_preprocessor=None), r'needs teacher_data_preprocessor'),
-    (dict(teacher_data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', num_classes=2,
-                                         batch_augments=dict(augments=dict(type='Mixup', alpha=1.0)))),
-     r'must not have batch_augments'),
-])
+@pytest.mark.parametrize(
+    'changes, error',
+    [
+        (dict(teacher_data_preprocessor=None), r'needs teacher_data_preprocessor'),
+        (
+            dict(
+                teacher_data_preprocessor=dict(
+                    type='mmpretrain.ClsDataPreprocessor',
+                    num_classes=2,
+                    batch_augments=dict(augments=dict(type='Mixup', alpha=1.0)),
+                )
+            ),
+            r'must not have batch_augments',
+        ),
+    ],
+)
 def test_algorithm_config_errors(imagefolder, tmp_path, changes, error):
     with pytest.raises(ValueError, match=error):
         build_model(imagefolder, tmp_path, **changes)
@@ -160,7 +205,8 @@ def test_teacher_view_leaves_the_students_view_and_reads_other_keys():
     img = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
     depth = rng.integers(0, 256, (6, 8), dtype=np.uint8)
     results = TeacherView(transforms=[dict(type='Resize', scale=(4, 3))])(
-        dict(img=img.copy(), img_shape=(6, 8), depth=depth))
+        dict(img=img.copy(), img_shape=(6, 8), depth=depth)
+    )
     np.testing.assert_array_equal(results['img'], img)
     assert results['img_shape'] == (6, 8)
     assert results['teacher_inputs'].shape == (3, 3, 4)
@@ -187,16 +233,29 @@ def test_colour_transforms():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('config', ['configs/crossmodal/crd_lab-l-resnet50_lab-ab-resnet18_imagefolder.py',
-                                    'configs/crossmodal/crd_resnet34-224px_resnet18-112px_in1k.py'])
+@pytest.mark.parametrize(
+    'config',
+    [
+        'configs/crossmodal/crd_lab-l-resnet50_lab-ab-resnet18_imagefolder.py',
+        'configs/crossmodal/crd_resnet34-224px_resnet18-112px_in1k.py',
+    ],
+)
 def test_recipe_trains_and_validates_through_tools_train(config, cmd, make_imagefolder, tmp_path):
     """2 iterations and one validation of each recipe on tiny data (32x32 crops): an image folder for
     the Lab recipe, the ImageNet layout for the resolution recipe (its student at 16x16)."""
     from test_configs import write_tiny_imagenet
-    options = ['model.teacher_ckpt=None', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=-1',
-               'train_dataloader.dataset.pipeline.1.scale=32', 'val_dataloader.dataset.pipeline.1.scale=36',
-               'val_dataloader.dataset.pipeline.2.crop_size=32', 'val_evaluator.topk=[1]']
+
+    options = [
+        'model.teacher_ckpt=None',
+        'train_cfg.max_epochs=1',
+        'train_cfg.val_interval=1',
+        'default_hooks.logger.interval=1',
+        'default_hooks.checkpoint.interval=-1',
+        'train_dataloader.dataset.pipeline.1.scale=32',
+        'val_dataloader.dataset.pipeline.1.scale=36',
+        'val_dataloader.dataset.pipeline.2.crop_size=32',
+        'val_evaluator.topk=[1]',
+    ]
     if 'imagefolder' in config:
         root = tmp_path / 'data'
         for split in ('train', 'val'):
@@ -204,11 +263,20 @@ def test_recipe_trains_and_validates_through_tools_train(config, cmd, make_image
         options += ['model.architecture.head.num_classes=2', 'model.teacher.head.num_classes=2']
     else:
         root = write_tiny_imagenet(tmp_path / 'imagenet')
-        options += [f'{loader}.dataset.pipeline.4.scale=16' for loader in ('train_dataloader', 'val_dataloader')]
+        options += [
+            f'{loader}.dataset.pipeline.4.scale=16'
+            for loader in ('train_dataloader', 'val_dataloader')
+        ]
     for loader in ('train_dataloader', 'val_dataloader'):
-        options += [f'{loader}.batch_size=2', f'{loader}.num_workers=0', f'{loader}.persistent_workers=False',
-                    f'{loader}.dataset.data_root={root}']
-    out = cmd.python(['tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options', *options],
-                     timeout=300)
+        options += [
+            f'{loader}.batch_size=2',
+            f'{loader}.num_workers=0',
+            f'{loader}.persistent_workers=False',
+            f'{loader}.dataset.data_root={root}',
+        ]
+    out = cmd.python(
+        ['tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options', *options],
+        timeout=300,
+    )
     assert 'Epoch(train) [1][2/2]' in out and 'distill.loss_crd:' in out
     assert 'teacher.accuracy/top1' in out

@@ -1,4 +1,5 @@
 """Tests for DCDLoss and CKDLoss: published check values, gradients, and training in mmrazor."""
+
 import math
 
 import numpy as np
@@ -22,8 +23,7 @@ def test_dcd_check_value_on_identity_embeddings():
     assert consistency.item() == pytest.approx(0.0, abs=1e-7)
     assert contrastive.item() == pytest.approx(0.180624, abs=1e-6)
     assert loss(eye, eye).item() == pytest.approx(0.180624, abs=1e-6)
-    assert DCDLoss(loss_weight=2.0)(eye, eye).item() == pytest.approx(
-        2 * 0.180624, abs=1e-6)
+    assert DCDLoss(loss_weight=2.0)(eye, eye).item() == pytest.approx(2 * 0.180624, abs=1e-6)
 
 
 @pytest.mark.parametrize('tau', [-1.0, 0.0, 1.0, 3.0])
@@ -36,8 +36,7 @@ def test_dcd_logit_scale_is_clamped(tau):
     loss = DCDLoss(init_temperature=tau).double()
     scale = min(math.exp(tau), 10.0)
     value = loss(eye, eye)
-    assert value.item() == pytest.approx(
-        math.log1p(4 * math.exp(-scale)), rel=1e-9)
+    assert value.item() == pytest.approx(math.log1p(4 * math.exp(-scale)), rel=1e-9)
     value.backward()
     if math.exp(tau) > 10.0:
         assert loss.tau.grad.item() == 0.0
@@ -85,8 +84,7 @@ def test_dcd_gradcheck_inputs_and_tau():
     loss = DCDLoss(loss_weight=1.5).double()
 
     def dcd(s_in, t_in, tau_in):
-        return functional_call(loss, {'tau': tau_in, 'bias': loss.bias},
-                               (s_in, t_in))
+        return functional_call(loss, {'tau': tau_in, 'bias': loss.bias}, (s_in, t_in))
 
     assert torch.autograd.gradcheck(dcd, (s, t, tau))
 
@@ -106,8 +104,7 @@ def test_ckd_check_value_on_identity_logits(temperature):
     """REFERENCE.md: t = s = I_4, T = 1 gives log(1 + 3 e^-1) = 0.743668."""
     eye = torch.eye(4)
     value = CKDLoss(temperature=temperature)(eye, eye).item()
-    assert value == pytest.approx(
-        math.log1p(3 * math.exp(-1 / temperature)), abs=1e-6)
+    assert value == pytest.approx(math.log1p(3 * math.exp(-1 / temperature)), abs=1e-6)
     if temperature == 1.0:
         assert value == pytest.approx(0.743668, abs=1e-6)
 
@@ -119,10 +116,8 @@ def test_ckd_ignores_logit_magnitude_and_weights_the_loss():
     t = torch.randn(6, 10)
     row_scale = torch.rand(6, 1) * 5 + 0.1
     value = CKDLoss()(s, t)
-    assert CKDLoss()(s * row_scale, t * 3).item() == pytest.approx(
-        value.item(), rel=1e-5)
-    assert CKDLoss(loss_weight=10.0)(s, t).item() == pytest.approx(
-        10 * value.item(), rel=1e-6)
+    assert CKDLoss()(s * row_scale, t * 3).item() == pytest.approx(value.item(), rel=1e-5)
+    assert CKDLoss(loss_weight=10.0)(s, t).item() == pytest.approx(10 * value.item(), rel=1e-6)
 
 
 def test_ckd_positive_is_the_same_sample():
@@ -165,7 +160,8 @@ def test_invalid_hyper_parameters_are_refused():
 # ---------------------------------------------------------------- registry
 def test_losses_build_from_mmrazor_registry():
     dcd = MODELS.build(
-        dict(_scope_='mmrazor', type='DCDLoss', loss_weight=2.0, consistency_weight=0.25))
+        dict(_scope_='mmrazor', type='DCDLoss', loss_weight=2.0, consistency_weight=0.25)
+    )
     ckd = MODELS.build(dict(type='mmrazor.CKDLoss', temperature=0.5))
     assert isinstance(dcd, DCDLoss)
     assert dcd.loss_weight == 2.0 and dcd.consistency_weight == 0.25
@@ -186,22 +182,23 @@ def _train_distiller(data_root, work_dir, distiller):
                 type='mmpretrain.ClsDataPreprocessor',
                 mean=[127.5] * 3,
                 std=[127.5] * 3,
-                to_rgb=True),
+                to_rgb=True,
+            ),
             architecture=tiny_classifier(8),
             teacher=tiny_classifier(16),
             teacher_ckpt=None,
-            distiller=distiller),
+            distiller=distiller,
+        ),
         work_dir=str(work_dir),
         experiment_name=f'dcd_ckd_{work_dir.parent.name}',
         train_dataloader=image_folder_loader(data_root, batch_size=4),
         train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS),
-        optim_wrapper=dict(
-            optimizer=dict(
-                type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4)),
         default_scope='mmrazor',
         default_hooks=dict(checkpoint=None),
         randomness=dict(seed=0),
-        log_level='WARNING')
+        log_level='WARNING',
+    )
 
 
 def _logged_values(runner, key):
@@ -217,13 +214,15 @@ def test_dcd_trains_in_single_teacher_distill(imagefolder, tmp_path):
         distill_losses=dict(loss_dcd=dict(type='DCDLoss', loss_weight=1.0)),
         connectors=dict(
             dcd_s=dict(type='CRDConnector', dim_in=16, dim_out=32),
-            dcd_t=dict(type='CRDConnector', dim_in=32, dim_out=32)),
+            dcd_t=dict(type='CRDConnector', dim_in=32, dim_out=32),
+        ),
         loss_forward_mappings=dict(
             loss_dcd=dict(
-                s_embeds=dict(
-                    from_student=True, recorder='feat', connector='dcd_s'),
-                t_embeds=dict(
-                    from_student=False, recorder='feat', connector='dcd_t'))))
+                s_embeds=dict(from_student=True, recorder='feat', connector='dcd_s'),
+                t_embeds=dict(from_student=False, recorder='feat', connector='dcd_t'),
+            )
+        ),
+    )
     runner = _train_distiller(imagefolder, tmp_path / 'work', distiller)
     dcd = runner.model.distiller.distill_losses['loss_dcd']
     assert isinstance(dcd, DCDLoss)
@@ -237,8 +236,7 @@ def test_dcd_trains_in_single_teacher_distill(imagefolder, tmp_path):
     assert np.isfinite(values).all()
     # tau reached the optimizer through the distiller's ModuleDict and moved.
     optimized = [
-        p for group in runner.optim_wrapper.optimizer.param_groups
-        for p in group['params']
+        p for group in runner.optim_wrapper.optimizer.param_groups for p in group['params']
     ]
     assert any(p is dcd.tau for p in optimized)
     assert not torch.equal(dcd.tau.detach(), tau_before)
@@ -249,15 +247,16 @@ def test_dcd_trains_in_single_teacher_distill(imagefolder, tmp_path):
 def test_ckd_trains_in_single_teacher_distill(imagefolder, tmp_path):
     distiller = dict(
         type='ConfigurableDistiller',
-        student_recorders=dict(
-            logits=dict(type='ModuleOutputs', source='head.fc')),
-        teacher_recorders=dict(
-            logits=dict(type='ModuleOutputs', source='head.fc')),
+        student_recorders=dict(logits=dict(type='ModuleOutputs', source='head.fc')),
+        teacher_recorders=dict(logits=dict(type='ModuleOutputs', source='head.fc')),
         distill_losses=dict(loss_ckd=dict(type='CKDLoss', loss_weight=10.0)),
         loss_forward_mappings=dict(
             loss_ckd=dict(
                 s_logits=dict(from_student=True, recorder='logits'),
-                t_logits=dict(from_student=False, recorder='logits'))))
+                t_logits=dict(from_student=False, recorder='logits'),
+            )
+        ),
+    )
     runner = _train_distiller(imagefolder, tmp_path / 'work', distiller)
     runner.train()
 

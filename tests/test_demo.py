@@ -1,4 +1,5 @@
 """`make demo` (tools/demo.py) and its configs in configs/demo/."""
+
 import glob
 import importlib.util
 import json
@@ -18,12 +19,12 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIGS = sorted(
     osp.relpath(p, REPO_ROOT)
     for p in glob.glob(osp.join(REPO_ROOT, 'configs', 'demo', '*.py'))
-    if not osp.basename(p).startswith('_'))
+    if not osp.basename(p).startswith('_')
+)
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location(
-        'demo', osp.join(REPO_ROOT, 'tools', 'demo.py'))
+    spec = importlib.util.spec_from_file_location('demo', osp.join(REPO_ROOT, 'tools', 'demo.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,7 +48,9 @@ def test_demo_config_parses_and_builds(config):
     if distill:
         # the student is clearly smaller than the teacher
         assert num_params(model.teacher) > 3 * num_params(model.student)
-        assert cfg.val_cfg.type.endswith(('SingleTeacherDistillValLoop', 'CrossModalDistillValLoop'))
+        assert cfg.val_cfg.type.endswith(
+            ('SingleTeacherDistillValLoop', 'CrossModalDistillValLoop')
+        )
         assert len(model.distiller.distill_losses) >= 1
 
 
@@ -60,7 +63,15 @@ def test_rows_cover_every_demo_config_and_the_teacher_comes_first():
         assert rows[0].config == demo.TEACHER and not demo.is_distillation(rows[0].config)
     # the issue's rows, in order
     assert [demo.run_name(row.config) for row in demo.ROWS] == [
-        'teacher', 'student', 'kd', 'crd', 'crd_kd', 'dcd_kd', 'crcd_kd', 'ckd']
+        'teacher',
+        'student',
+        'kd',
+        'crd',
+        'crd_kd',
+        'dcd_kd',
+        'crcd_kd',
+        'ckd',
+    ]
     # a user training the teacher by hand (tools/train.py configs/demo/teacher.py
     # --work-dir work_dirs/demo/teacher) gets the checkpoint the distillers name
     teacher = Config.fromfile(osp.join(REPO_ROOT, demo.TEACHER))
@@ -75,24 +86,38 @@ def test_rows_cover_every_demo_config_and_the_teacher_comes_first():
 def test_students_learn_from_ten_labelled_images_per_class_and_the_teacher_from_all():
     """The regime of the demo: the same first 10 images of each class for every student row."""
     from mmengine.registry import DATASETS
+
     demo = load_demo()
-    full = DATASETS.build(Config.fromfile(osp.join(REPO_ROOT, demo.TEACHER)).train_dataloader.dataset)
+    full = DATASETS.build(
+        Config.fromfile(osp.join(REPO_ROOT, demo.TEACHER)).train_dataloader.dataset
+    )
     assert len(full) == 1433
     labels = full.get_gt_labels()
     expected = np.concatenate([np.flatnonzero(labels == label)[:10] for label in range(10)])
     expected_images = sorted(full.get_data_info(int(i))['img'].tobytes() for i in expected)
     for row in demo.ROWS[1:]:
-        dataset = DATASETS.build(Config.fromfile(osp.join(REPO_ROOT, row.config)).train_dataloader.dataset)
+        dataset = DATASETS.build(
+            Config.fromfile(osp.join(REPO_ROOT, row.config)).train_dataloader.dataset
+        )
         assert len(dataset) == 100
-        assert sorted(dataset.get_data_info(i)['img'].tobytes() for i in range(100)) == expected_images
+        assert (
+            sorted(dataset.get_data_info(i)['img'].tobytes() for i in range(100)) == expected_images
+        )
 
 
 def test_table_reports_mean_and_sample_std_over_seeds_and_the_chart_is_written(tmp_path):
     demo = load_demo()
-    top1 = {demo.TEACHER: [99.0, 98.0, 97.0], demo.STUDENT: [70.0, 74.0, 72.0], 'configs/demo/kd.py': [90.0, 91.0, 95.0]}
+    top1 = {
+        demo.TEACHER: [99.0, 98.0, 97.0],
+        demo.STUDENT: [70.0, 74.0, 72.0],
+        'configs/demo/kd.py': [90.0, 91.0, 95.0],
+    }
     rows = [demo.ROWS[0], demo.ROWS[1], demo.ROWS[2]]
-    results = {(config, seed): demo.Run({demo.METRIC: value}, 'ckpt', 10.0 + seed)
-               for config, values in top1.items() for seed, value in enumerate(values)}
+    results = {
+        (config, seed): demo.Run({demo.METRIC: value}, 'ckpt', 10.0 + seed)
+        for config, values in top1.items()
+        for seed, value in enumerate(values)
+    }
     table = demo.format_table(rows, [0, 1, 2], results, 'title')
     cells = [[c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()[3:]]
     for cell, row in zip(cells, rows):
@@ -111,9 +136,15 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_the_chart_is_written(t
 def test_a_run_whose_loss_turns_nan_is_flagged_and_marked_in_the_table(tmp_path):
     """A diverged run must not pass for a result: its epoch is recorded and the table says so."""
     demo = load_demo()
-    options = {'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2, 'val_dataloader.dataset.indices': 32}
+    options = {
+        'train_cfg.max_epochs': 2,
+        'train_cfg.val_interval': 2,
+        'val_dataloader.dataset.indices': 32,
+    }
     healthy = demo.train(demo.STUDENT, str(tmp_path / 'healthy'), 0, options)
-    diverged = demo.train(demo.STUDENT, str(tmp_path / 'diverged'), 0, {**options, 'optim_wrapper.optimizer.lr': 1e30})
+    diverged = demo.train(
+        demo.STUDENT, str(tmp_path / 'diverged'), 0, {**options, 'optim_wrapper.optimizer.lr': 1e30}
+    )
     assert healthy.diverged_at is None
     with open(json_log(tmp_path / 'diverged')) as f:
         logged = [r for r in map(json.loads, f) if 'loss' in r]
@@ -126,14 +157,18 @@ def test_a_run_whose_loss_turns_nan_is_flagged_and_marked_in_the_table(tmp_path)
 
 
 def table_rows(out, title):
-    table = out[out.index(title):].splitlines()
-    return [[c.strip() for c in line.strip('|').split('|')] for line in table[3:] if line.startswith('| ')]
+    table = out[out.index(title) :].splitlines()
+    return [
+        [c.strip() for c in line.strip('|').split('|')]
+        for line in table[3:]
+        if line.startswith('| ')
+    ]
 
 
 def json_log(work_dir):
     """The json log of the one run in ``work_dir``: ``<timestamp>/vis_data/<timestamp>.json``
     (beside it, mmengine's LocalVisBackend also writes ``scalars.json``)."""
-    (run, ) = [d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(osp.join(d, 'vis_data'))]
+    (run,) = [d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(osp.join(d, 'vis_data'))]
     return osp.join(run, 'vis_data', osp.basename(run) + '.json')
 
 
@@ -147,8 +182,10 @@ def last_json_record(work_dir, key):
 def test_demo_smoke_runs_every_row_on_every_seed_end_to_end(cmd, tmp_path):
     """The whole demo, one epoch on subsets, two seeds, two worker processes."""
     demo = load_demo()
-    out = cmd.python(['tools/demo.py', '--smoke', '--seeds', '3', '4', '--jobs', '2', '--work-dir', tmp_path],
-                     timeout=900)
+    out = cmd.python(
+        ['tools/demo.py', '--smoke', '--seeds', '3', '4', '--jobs', '2', '--work-dir', tmp_path],
+        timeout=900,
+    )
     assert re.search(r'Total wall time: \d+ s', out)
     rows = table_rows(out, 'Smoke run')
     assert [(r[0], r[1]) for r in rows] == [(row.label, row.config) for row in demo.ROWS]
@@ -171,11 +208,15 @@ def test_demo_smoke_runs_every_row_on_every_seed_end_to_end(cmd, tmp_path):
 @pytest.mark.slow  # the ensemble and cross-modal rows with linear probes, 1 epoch on subsets
 def test_demo_frontier_smoke_probes_every_row(cmd, tmp_path):
     demo = load_demo()
-    out = cmd.python(['tools/demo.py', '--frontier', '--smoke', '--work-dir', tmp_path], timeout=900)
+    out = cmd.python(
+        ['tools/demo.py', '--frontier', '--smoke', '--work-dir', tmp_path], timeout=900
+    )
     rows = table_rows(out, 'Smoke run')
     assert [(r[0], r[1]) for r in rows] == [(row.label, row.config) for row in demo.FRONTIER_ROWS]
     for r, row in zip(rows, demo.FRONTIER_ROWS):
-        probe = tmp_path / 'seed0' / 'linear_probe' / demo.run_name(row.config) / 'linear_probe.json'
+        probe = (
+            tmp_path / 'seed0' / 'linear_probe' / demo.run_name(row.config) / 'linear_probe.json'
+        )
         with open(probe) as f:
             assert r[5] == f'{json.load(f)[demo.METRIC]:.2f}'
     assert cv2.imread(str(tmp_path / 'frontier.png')) is not None
@@ -183,11 +224,25 @@ def test_demo_frontier_smoke_probes_every_row(cmd, tmp_path):
 
 def test_dist_train_trains_the_demo_crd_config_on_two_processes(cmd, tmp_path, free_port):
     """The main job's CRD+KD config, 2 gloo processes through tools/dist_train.sh, 2 iterations each."""
-    out = cmd.run(['bash', 'tools/dist_train.sh', 'configs/demo/crd_kd.py', '2', '--work-dir', tmp_path,
-                   '--cfg-options', 'model.teacher_ckpt=None', 'train_cfg.max_epochs=1',
-                   'train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=2',
-                   'val_dataloader.dataset.indices=8', 'default_hooks.checkpoint.interval=1'],
-                  env={'PORT': str(free_port)}, timeout=240)
+    out = cmd.run(
+        [
+            'bash',
+            'tools/dist_train.sh',
+            'configs/demo/crd_kd.py',
+            '2',
+            '--work-dir',
+            tmp_path,
+            '--cfg-options',
+            'model.teacher_ckpt=None',
+            'train_cfg.max_epochs=1',
+            'train_dataloader.dataset.indices=8',
+            'train_dataloader.batch_size=2',
+            'val_dataloader.dataset.indices=8',
+            'default_hooks.checkpoint.interval=1',
+        ],
+        env={'PORT': str(free_port)},
+        timeout=240,
+    )
     assert 'world_size: 2' in out or 'Distributed training: True' in out
     checkpoint = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu')
     assert checkpoint['meta']['iter'] == 2

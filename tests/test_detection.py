@@ -7,6 +7,7 @@ classification of the student's sampled proposals, and train each config
 for two iterations plus a validation loop through ``tools/train.py`` on a
 tiny COCO-format dataset written into ``tmp_path``.
 """
+
 import glob
 import json
 import os
@@ -18,8 +19,11 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hub import get_config
-from mmengine.runner.checkpoint import (get_deprecated_model_names, get_external_models,
-                                        get_torchvision_models)
+from mmengine.runner.checkpoint import (
+    get_deprecated_model_names,
+    get_external_models,
+    get_torchvision_models,
+)
 
 import crd_mm  # noqa: F401  (registers crd_mm and patches the stack before mmrazor is used)
 
@@ -56,9 +60,17 @@ def write_tiny_coco(root, num_images=4, num_val=2, seed=0):
             cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
             x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE // 2, size=2))
             w, h = (int(v) for v in rng.integers(IMAGE_SIZE // 4, IMAGE_SIZE // 2, size=2))
-            img[y:y + h, x:x + w] = 80 + 50 * CATEGORIES.index(cat)
-            annotations.append(dict(id=len(annotations) + 1, image_id=img_id, category_id=cat['id'],
-                                    bbox=[x, y, w, h], area=w * h, iscrowd=0))
+            img[y : y + h, x : x + w] = 80 + 50 * CATEGORIES.index(cat)
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=img_id,
+                    category_id=cat['id'],
+                    bbox=[x, y, w, h],
+                    area=w * h,
+                    iscrowd=0,
+                )
+            )
         file_name = f'{img_id:06d}.png'
         cv2.imwrite(osp.join(root, 'images', file_name), img)
         images.append(dict(id=img_id, file_name=file_name, width=IMAGE_SIZE, height=IMAGE_SIZE))
@@ -66,8 +78,14 @@ def write_tiny_coco(root, num_images=4, num_val=2, seed=0):
     for split, count in (('train', num_images), ('val', num_val)):
         ann_files.append(osp.join(root, f'{split}.json'))
         with open(ann_files[-1], 'w') as f:
-            json.dump(dict(images=images[:count], categories=CATEGORIES,
-                           annotations=[a for a in annotations if a['image_id'] <= count]), f)
+            json.dump(
+                dict(
+                    images=images[:count],
+                    categories=CATEGORIES,
+                    annotations=[a for a in annotations if a['image_id'] <= count],
+                ),
+                f,
+            )
     return ann_files
 
 
@@ -130,13 +148,16 @@ def train_options(data_root, work_dir):
         options[f'{split}_dataloader.dataset.data_root'] = data_root
         options[f'{split}_dataloader.dataset.ann_file'] = f'{split}.json'
         options[f'{split}_dataloader.dataset.data_prefix.img'] = 'images/'
-    return [f'{key}={value}' if isinstance(value, str) else f'{key}={value!r}'.replace(' ', '')
-            for key, value in options.items()]
+    return [
+        f'{key}={value}' if isinstance(value, str) else f'{key}={value!r}'.replace(' ', '')
+        for key, value in options.items()
+    ]
 
 
 @pytest.mark.parametrize('path', [CRD_CONFIG, CKD_CONFIG], ids=['crd_retinanet', 'ckd_faster_rcnn'])
 def test_config_composes_with_mmrazor_base_and_builds(path):
     from mmrazor.registry import MODELS
+
     cfg, base = load_config(path), get_config(BASES[path])
     losses = cfg.model.distiller.distill_losses
     assert sorted(losses) == sorted([*base.model.distiller.distill_losses, OURS[path]])
@@ -144,10 +165,16 @@ def test_config_composes_with_mmrazor_base_and_builds(path):
         assert losses[name] == base.model.distiller.distill_losses[name]
     assert cfg.model.teacher_ckpt == base.model.teacher_ckpt
     assert cfg.model.teacher_ckpt.startswith('https://download.openmmlab.com/mmdetection/')
-    assert cfg.model.architecture == base.model.architecture and cfg.model.teacher == base.model.teacher
+    assert (
+        cfg.model.architecture == base.model.architecture
+        and cfg.model.teacher == base.model.teacher
+    )
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
     assert cfg.train_dataloader.dataset.ann_file == 'annotations/instances_train2017.json'
-    pipeline, base_pipeline = cfg.train_dataloader.dataset.pipeline, base.train_dataloader.dataset.pipeline
+    pipeline, base_pipeline = (
+        cfg.train_dataloader.dataset.pipeline,
+        base.train_dataloader.dataset.pipeline,
+    )
     assert pipeline[:-1] == base_pipeline[:-1] and pipeline[-1].type == base_pipeline[-1].type
     if path == CRD_CONFIG:
         assert pipeline[-1].meta_keys[-1] == 'sample_idx'
@@ -158,7 +185,9 @@ def test_config_composes_with_mmrazor_base_and_builds(path):
         assert losses.loss_ckd == dict(type='CKDLoss', loss_weight=0.1, temperature=1.0)
     cfg.model.teacher_ckpt = None
     model = MODELS.build(cfg.model)
-    assert type(model).__name__ == ('FpnTeacherDistill' if path == CRD_CONFIG else 'FpnRoITeacherDistill')
+    assert type(model).__name__ == (
+        'FpnTeacherDistill' if path == CRD_CONFIG else 'FpnRoITeacherDistill'
+    )
     assert sorted(model.distiller.distill_losses) == sorted(losses)
 
 
@@ -166,15 +195,21 @@ def detection_batch(num_images=2, seed=0):
     """A data batch as mmdet's PackDetInputs gives it: uint8 images and samples with boxes."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
+
     gen = torch.Generator().manual_seed(seed)
     inputs, samples = [], []
     for i in range(num_images):
-        inputs.append(torch.randint(0, 255, (3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=gen))
+        inputs.append(
+            torch.randint(0, 255, (3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=gen)
+        )
         shape = (IMAGE_SIZE, IMAGE_SIZE)
-        sample = DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0),
-                                             sample_idx=i))
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[5., 10., 40., 50.], [20., 4., 60., 30.]]),
-                                           labels=torch.tensor([0, 16 + i]))
+        sample = DetDataSample(
+            metainfo=dict(img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0), sample_idx=i)
+        )
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[5.0, 10.0, 40.0, 50.0], [20.0, 4.0, 60.0, 30.0]]),
+            labels=torch.tensor([0, 16 + i]),
+        )
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
@@ -182,6 +217,7 @@ def detection_batch(num_images=2, seed=0):
 def test_ckd_teacher_logits_classify_the_students_sampled_rois():
     """Row i of the teacher's and the student's RoI logits is the same sampled proposal."""
     from mmrazor.registry import MODELS
+
     cfg = load_config(CKD_CONFIG)
     cfg.model.teacher_ckpt = None
     torch.manual_seed(0)
@@ -201,12 +237,15 @@ def test_ckd_teacher_logits_classify_the_students_sampled_rois():
     assert sorted(rois[:, 0].unique().tolist()) == [0.0, 1.0]  # proposals of both images
     assert s_logits.shape == t_logits.shape == (rois.shape[0], 81)
     assert not t_logits.requires_grad and s_logits.requires_grad
-    torch.testing.assert_close(losses['distill.loss_ckd'],
-                               distiller.distill_losses['loss_ckd'](s_logits, t_logits))
+    torch.testing.assert_close(
+        losses['distill.loss_ckd'], distiller.distill_losses['loss_ckd'](s_logits, t_logits)
+    )
     # The teacher's FPN record is intact after its RoI pass (PKD still sees it).
     assert len(distiller.teacher_recorders.get_recorder('fpn').data_buffer) == 1
     with torch.no_grad():
-        expected = model.teacher.roi_head._bbox_forward(model.teacher.extract_feat(data['inputs']), rois)
+        expected = model.teacher.roi_head._bbox_forward(
+            model.teacher.extract_feat(data['inputs']), rois
+        )
     torch.testing.assert_close(t_logits, expected['cls_score'])
 
     losses['distill.loss_ckd'].backward()
@@ -216,6 +255,7 @@ def test_ckd_teacher_logits_classify_the_students_sampled_rois():
 
 def test_roi_teacher_distill_requires_a_rois_recorder():
     from mmrazor.registry import MODELS
+
     cfg = load_config(CKD_CONFIG)
     cfg.model.teacher_ckpt = None
     cfg.model.rois_recorder = 'proposals'
@@ -225,7 +265,7 @@ def test_roi_teacher_distill_requires_a_rois_recorder():
 
 def logged_scalars(work_dir):
     """Every line of the run's vis_data/scalars.json, as dicts."""
-    (path, ) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    (path,) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -235,8 +275,11 @@ def test_config_trains_and_validates_through_train_script(path, tmp_path, cmd):
     data_root = str(tmp_path / 'coco')
     write_tiny_coco(data_root)
     work_dir = str(tmp_path / 'work')
-    out = cmd.python(['tools/train.py', path, '--cfg-options', *train_options(data_root, work_dir)],
-                     env=dict(TORCH_HOME=offline_torch_home(tmp_path, path)), timeout=300)
+    out = cmd.python(
+        ['tools/train.py', path, '--cfg-options', *train_options(data_root, work_dir)],
+        env=dict(TORCH_HOME=offline_torch_home(tmp_path, path)),
+        timeout=300,
+    )
     scalars = logged_scalars(work_dir)
     train = [s for s in scalars if 'loss' in s]
     assert [s['iter'] for s in train] == [1, 2]

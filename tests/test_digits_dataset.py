@@ -1,4 +1,5 @@
 """SklearnDigits: scikit-learn's digits as an mmpretrain dataset (the demo's data)."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,13 +23,17 @@ def test_splits_are_stratified_disjoint_and_cover_the_set():
     # one image in five of every class, counted from the class's first
     np.testing.assert_array_equal(test_sizes, -(-class_sizes // 5))
     np.testing.assert_array_equal(
-        np.bincount(train.get_gt_labels(), minlength=10) + test_sizes, class_sizes)
+        np.bincount(train.get_gt_labels(), minlength=10) + test_sizes, class_sizes
+    )
 
     # every image of the set lands in exactly one split, with its label
     scaled = np.round(digits.images * 255 / 16).astype(np.uint8)
     source = sorted((img.tobytes(), int(y)) for img, y in zip(scaled, digits.target))
-    ours = sorted((d['img'][..., 0].tobytes(), d['gt_label'])
-                  for ds in (train, test) for d in ds.load_data_list())
+    ours = sorted(
+        (d['img'][..., 0].tobytes(), d['gt_label'])
+        for ds in (train, test)
+        for d in ds.load_data_list()
+    )
     assert ours == source
 
 
@@ -39,8 +44,11 @@ def test_samples_per_class_keeps_the_first_n_images_of_each_class_of_the_split()
     assert len(small) == 30
     np.testing.assert_array_equal(np.bincount(small.get_gt_labels(), minlength=10), [3] * 10)
     # the training split of a class skips its 1st, 6th, ... image (the test split): 2nd, 3rd, 4th
-    expected = sorted((scaled[np.flatnonzero(digits.target == c)[k]].tobytes(), c)
-                      for c in range(10) for k in (1, 2, 3))
+    expected = sorted(
+        (scaled[np.flatnonzero(digits.target == c)[k]].tobytes(), c)
+        for c in range(10)
+        for k in (1, 2, 3)
+    )
     ours = sorted((d['img'][..., 0].tobytes(), d['gt_label']) for d in small.load_data_list())
     assert ours == expected
 
@@ -68,13 +76,16 @@ def test_test_every_sets_the_split_ratio():
     assert len(half) + len(build(split='train', test_every=2)) == 1797
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(split='val'), "split must be 'train' or 'test'"),
-    (dict(test_every=1), 'test_every must be an integer >= 2'),
-    (dict(test_every=2.5), 'test_every must be an integer >= 2'),
-    (dict(samples_per_class=0), 'samples_per_class must be a positive integer or None'),
-    (dict(samples_per_class=1.5), 'samples_per_class must be a positive integer or None'),
-])
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (dict(split='val'), "split must be 'train' or 'test'"),
+        (dict(test_every=1), 'test_every must be an integer >= 2'),
+        (dict(test_every=2.5), 'test_every must be an integer >= 2'),
+        (dict(samples_per_class=0), 'samples_per_class must be a positive integer or None'),
+        (dict(samples_per_class=1.5), 'samples_per_class must be a positive integer or None'),
+    ],
+)
 def test_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SklearnDigits(**kwargs)

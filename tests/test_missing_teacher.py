@@ -4,6 +4,7 @@ The expected commands are derived here from the repository's layout (the
 teacher config's path and ``tools/train.py``'s default work dir,
 ``work_dirs/<config name>``), not from the checker's output.
 """
+
 import glob
 import os
 import os.path as osp
@@ -77,8 +78,10 @@ def test_teacher_cfg_path_and_work_dir_from_another_directory(monkeypatch, tmp_p
     message = str(info.value)
     for name, config in (('resnet20', 'teacher'), ('wrn_16_2', 'teacher_wrn')):
         # absolute paths: the repository is not below the current directory
-        command = (f'python {TRAIN} {REPO_ROOT}/configs/demo/{config}.py '
-                   f'--work-dir work_dirs/demo/{config}')
+        command = (
+            f'python {TRAIN} {REPO_ROOT}/configs/demo/{config}.py '
+            f'--work-dir work_dirs/demo/{config}'
+        )
         assert f'\n    {command}\n' in message, message
         assert f'model.teachers.{name}.ckpt=/path/to/teacher.pth' in message
 
@@ -134,17 +137,37 @@ def test_no_producing_config_still_says_what_to_do(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_train_multi_teacher_and_test_tool_stop_with_the_message(cmd, tmp_path):
     missing = tmp_path / 'work_dirs' / 'demo' / 'teacher_wrn' / 'epoch_1.pth'
-    proc = cmd.start(['python', 'tools/train.py', DEMO_ENSEMBLE, '--work-dir', tmp_path / 'run',
-                      '--cfg-options', f'model.teachers.wrn_16_2.ckpt={missing}'])
+    proc = cmd.start(
+        [
+            'python',
+            'tools/train.py',
+            DEMO_ENSEMBLE,
+            '--work-dir',
+            tmp_path / 'run',
+            '--cfg-options',
+            f'model.teachers.wrn_16_2.ckpt={missing}',
+        ]
+    )
     out = cmd.wait(proc, check=False)
     assert proc.returncode != 0 and 'MissingTeacherError' in out, out[-3000:]
-    assert (f'\n    python tools/train.py configs/demo/teacher_wrn.py --work-dir {missing.parent}\n'
-            in out)
+    assert (
+        f'\n    python tools/train.py configs/demo/teacher_wrn.py --work-dir {missing.parent}\n'
+        in out
+    )
     assert not (tmp_path / 'run').exists()
 
-    proc = cmd.start(['python', 'tools/test.py', 'configs/demo/kd.py', tmp_path / 'kd.pth',
-                      '--work-dir', tmp_path / 'test', '--cfg-options',
-                      f'model.teacher_ckpt={tmp_path}/work_dirs/demo/teacher/epoch_1.pth'])
+    proc = cmd.start(
+        [
+            'python',
+            'tools/test.py',
+            'configs/demo/kd.py',
+            tmp_path / 'kd.pth',
+            '--work-dir',
+            tmp_path / 'test',
+            '--cfg-options',
+            f'model.teacher_ckpt={tmp_path}/work_dirs/demo/teacher/epoch_1.pth',
+        ]
+    )
     out = cmd.wait(proc, check=False)
     assert proc.returncode != 0 and 'MissingTeacherError' in out, out[-3000:]
     assert 'python tools/train.py configs/demo/teacher.py --work-dir' in out
@@ -155,8 +178,11 @@ def test_train_multi_teacher_and_test_tool_stop_with_the_message(cmd, tmp_path):
 def test_every_recipes_local_teacher_has_a_config(monkeypatch, tmp_path):
     """Each local teacher checkpoint of the shipped recipes is traced to an existing teacher config."""
     monkeypatch.chdir(tmp_path)
-    recipes = [p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
-               if f'{os.sep}_base_{os.sep}' not in p and not osp.basename(p).startswith('_')]
+    recipes = [
+        p
+        for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
+        if f'{os.sep}_base_{os.sep}' not in p and not osp.basename(p).startswith('_')
+    ]
     checked = 0
     for path in recipes:
         cfg = Config.fromfile(path)

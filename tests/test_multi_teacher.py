@@ -5,6 +5,7 @@ loaded from real checkpoints written here (perturbed weights, so a teacher
 that kept its initial weights would be noticed) and distilled into a tiny
 student with CRD against each teacher plus KD on their averaged logits.
 """
+
 import os.path as osp
 import shutil
 
@@ -14,10 +15,18 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
+from tiny_configs import (
+    TINY_TEACHERS,
+    crcd_distiller,
+    crd_config,
+    crd_distiller,
+    image_folder_loader,
+    multi_teacher_config,
+    multi_teacher_distiller,
+    tiny_classifier,
+)
 
 from crd_mm.memory.bank import ContrastMemoryBank
-from tiny_configs import (TINY_TEACHERS, crcd_distiller, crd_config, crd_distiller, image_folder_loader,
-                          multi_teacher_config, multi_teacher_distiller, tiny_classifier)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 REPO_ROOT = osp.dirname(TESTS_DIR)
@@ -28,7 +37,10 @@ def write_checkpoint(path, model_cfg, seed):
     """A real checkpoint of ``model_cfg`` whose weights and BN statistics differ from any fresh init."""
     torch.manual_seed(seed)
     state = MODELS.build(model_cfg).state_dict()
-    state = {k: v + 0.05 + 0.05 * torch.rand_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    state = {
+        k: v + 0.05 + 0.05 * torch.rand_like(v) if v.is_floating_point() else v
+        for k, v in state.items()
+    }
     torch.save(dict(state_dict=state, meta=dict()), path)
     return state
 
@@ -81,7 +93,9 @@ def test_two_teachers_train_frozen_with_a_bank_pair_each(make_imagefolder, tmp_p
     assert not torch.equal(banks[BANKS[0]].teacher, banks[BANKS[1]].teacher)
     checkpoint = load(tmp_path / 'work' / 'epoch_1.pth')
     for name in BANKS:
-        assert torch.equal(checkpoint['crd_memory_banks'][name]['teacher'], banks[name].teacher.cpu())
+        assert torch.equal(
+            checkpoint['crd_memory_banks'][name]['teacher'], banks[name].teacher.cpu()
+        )
     scalars = runner.message_hub.log_scalars
     for key in ('distill.loss_kd', 'distill.loss_crd_t1', 'distill.loss_crd_t2', 'student.loss'):
         assert f'train/{key}' in scalars, key
@@ -91,7 +105,9 @@ def test_two_teachers_train_frozen_with_a_bank_pair_each(make_imagefolder, tmp_p
 def test_resume_restores_both_teachers_banks_exactly(make_imagefolder, tmp_path, teacher_ckpts):
     """2 epochs in one run == 1 epoch + checkpoint + resume + 1 epoch, for both banks and all weights."""
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
-    Runner.from_cfg(multi_teacher_config(data, tmp_path / 'straight', paths(teacher_ckpts), max_epochs=2)).train()
+    Runner.from_cfg(
+        multi_teacher_config(data, tmp_path / 'straight', paths(teacher_ckpts), max_epochs=2)
+    ).train()
     resumed_dir = tmp_path / 'resumed'
     resumed_dir.mkdir()
     shutil.copy(tmp_path / 'straight' / 'epoch_1.pth', resumed_dir / 'epoch_1.pth')
@@ -99,31 +115,55 @@ def test_resume_restores_both_teachers_banks_exactly(make_imagefolder, tmp_path,
     cfg.resume, cfg.load_from = True, str(resumed_dir / 'epoch_1.pth')
     Runner.from_cfg(cfg).train()
 
-    straight, resumed = load(tmp_path / 'straight' / 'epoch_2.pth'), load(resumed_dir / 'epoch_2.pth')
+    straight, resumed = (
+        load(tmp_path / 'straight' / 'epoch_2.pth'),
+        load(resumed_dir / 'epoch_2.pth'),
+    )
     assert sorted(straight['crd_memory_banks']) == sorted(resumed['crd_memory_banks']) == BANKS
     for name in BANKS:
         for key in ('student', 'teacher', 'normalizers', 'written'):
-            assert torch.equal(straight['crd_memory_banks'][name][key], resumed['crd_memory_banks'][name][key]), \
-                (name, key)
+            assert torch.equal(
+                straight['crd_memory_banks'][name][key], resumed['crd_memory_banks'][name][key]
+            ), (name, key)
     assert set(straight['state_dict']) == set(resumed['state_dict'])
     for key, value in straight['state_dict'].items():
         assert torch.equal(value, resumed['state_dict'][key]), key
     for loss in ('distill.loss_crd_t1', 'distill.loss_crd_t2', 'distill.loss_kd'):
-        values = [ckpt['message_hub']['log_scalars'][f'train/{loss}'].data[0] for ckpt in (straight, resumed)]
+        values = [
+            ckpt['message_hub']['log_scalars'][f'train/{loss}'].data[0]
+            for ckpt in (straight, resumed)
+        ]
         assert len(values[0]) == 6 and (values[0][-3:] == values[1][-3:]).all(), loss
 
 
-def test_two_gloo_processes_keep_every_bank_identical(make_imagefolder, tmp_path, cmd, free_port, teacher_ckpts):
+def test_two_gloo_processes_keep_every_bank_identical(
+    make_imagefolder, tmp_path, cmd, free_port, teacher_ckpts
+):
     # 9 samples on 2 ranks: mmengine's sampler pads to 10 by repeating one sample
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=3)
-    cfg = multi_teacher_config(data, tmp_path / 'work', paths(teacher_ckpts), batch_size=2,
-                               hooks=[dict(type='CRDMemoryBankHook'),
-                                      dict(type='BankProbeHook', out_dir=str(tmp_path))],
-                               extra_imports=('bank_probe', ))
+    cfg = multi_teacher_config(
+        data,
+        tmp_path / 'work',
+        paths(teacher_ckpts),
+        batch_size=2,
+        hooks=[dict(type='CRDMemoryBankHook'), dict(type='BankProbeHook', out_dir=str(tmp_path))],
+        extra_imports=('bank_probe',),
+    )
     cfg.dump(tmp_path / 'ensemble_dist.py')
-    cmd.python(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port}',
-                'tools/train.py', str(tmp_path / 'ensemble_dist.py'), '--launcher', 'pytorch'],
-               env={'PYTHONPATH': osp.pathsep.join([REPO_ROOT, TESTS_DIR])}, timeout=240)
+    cmd.python(
+        [
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node=2',
+            f'--master_port={free_port}',
+            'tools/train.py',
+            str(tmp_path / 'ensemble_dist.py'),
+            '--launcher',
+            'pytorch',
+        ],
+        env={'PYTHONPATH': osp.pathsep.join([REPO_ROOT, TESTS_DIR])},
+        timeout=240,
+    )
 
     ranks = [torch.load(tmp_path / f'probe_rank{r}.pth', weights_only=False) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 3
@@ -132,7 +172,10 @@ def test_two_gloo_processes_keep_every_bank_identical(make_imagefolder, tmp_path
         union = sorted(set(rec0['indices']) | set(rec1['indices']))
         for name in BANKS:
             for side in (0, 1):  # student bank, teacher bank
-                assert torch.equal(rec0['after'][name][side], rec1['after'][name][side]), (name, side)
+                assert torch.equal(rec0['after'][name][side], rec1['after'][name][side]), (
+                    name,
+                    side,
+                )
                 changed = (rec0['after'][name][side] != rec0['before'][name][side]).any(1)
                 assert changed.nonzero().flatten().tolist() == union, (name, side)
             assert torch.equal(rec0['normalizers'][name], rec1['normalizers'][name])
@@ -143,9 +186,13 @@ def test_two_gloo_processes_keep_every_bank_identical(make_imagefolder, tmp_path
 def test_validation_scores_the_student_and_every_teacher(make_imagefolder, tmp_path, teacher_ckpts):
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
     cfg = multi_teacher_config(data, tmp_path / 'work', paths(teacher_ckpts))
-    cfg.merge_from_dict(dict(val_dataloader=image_folder_loader(data, batch_size=5, shuffle=False),
-                             val_evaluator=dict(type='mmpretrain.Accuracy', topk=(1, )),
-                             val_cfg=dict(type='mmrazor.MultiTeacherDistillValLoop')))
+    cfg.merge_from_dict(
+        dict(
+            val_dataloader=image_folder_loader(data, batch_size=5, shuffle=False),
+            val_evaluator=dict(type='mmpretrain.Accuracy', topk=(1,)),
+            val_cfg=dict(type='mmrazor.MultiTeacherDistillValLoop'),
+        )
+    )
     runner = Runner.from_cfg(cfg)
     metrics = runner.val()
 
@@ -153,7 +200,8 @@ def test_validation_scores_the_student_and_every_teacher(make_imagefolder, tmp_p
     expected = {}
     with torch.no_grad():  # each network's top-1 on the 12 images, computed here
         for key, net in [('accuracy/top1', model.student)] + [
-                (f'teacher.{name}.accuracy/top1', model.teachers[name]) for name in TINY_TEACHERS]:
+            (f'teacher.{name}.accuracy/top1', model.teachers[name]) for name in TINY_TEACHERS
+        ]:
             correct = 0
             for data_batch in runner.val_dataloader:
                 batch_data = model.data_preprocessor(data_batch, False)
@@ -168,9 +216,13 @@ def test_validation_scores_the_student_and_every_teacher(make_imagefolder, tmp_p
 def test_the_validation_loop_refuses_a_single_teacher_model(make_imagefolder, tmp_path):
     data = make_imagefolder(tmp_path / 'data')
     cfg = crd_config(data, tmp_path / 'work')
-    cfg.merge_from_dict(dict(val_dataloader=image_folder_loader(data, shuffle=False),
-                             val_evaluator=dict(type='mmpretrain.Accuracy', topk=(1, )),
-                             val_cfg=dict(type='mmrazor.MultiTeacherDistillValLoop')))
+    cfg.merge_from_dict(
+        dict(
+            val_dataloader=image_folder_loader(data, shuffle=False),
+            val_evaluator=dict(type='mmpretrain.Accuracy', topk=(1,)),
+            val_cfg=dict(type='mmrazor.MultiTeacherDistillValLoop'),
+        )
+    )
     with pytest.raises(TypeError, match='validates a MultiTeacherDistill model'):
         Runner.from_cfg(cfg).val()
 
@@ -182,62 +234,106 @@ def build_model(distiller, ckpts=None):
     cfg = multi_teacher_config('unused', 'unused', ckpts or {}, distiller=distiller)
     model = MODELS.build(cfg.model)
     for ordinal, (_, client) in enumerate(
-            (n, m) for n, m in model.named_modules() if hasattr(m, 'bank_requirements')):
+        (n, m) for n, m in model.named_modules() if hasattr(m, 'bank_requirements')
+    ):
         spec = client.bank_requirements()
-        client.attach_memory_bank(ContrastMemoryBank(6, spec['feat_dim'], spec['momentum'],
-                                                     labels=torch.tensor([0, 1, 2, 0, 1, 2]), seed=ordinal))
+        client.attach_memory_bank(
+            ContrastMemoryBank(
+                6,
+                spec['feat_dim'],
+                spec['momentum'],
+                labels=torch.tensor([0, 1, 2, 0, 1, 2]),
+                seed=ordinal,
+            )
+        )
     return model
 
 
 def batch(model, size=3):
     torch.manual_seed(1)
-    data = dict(inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for _ in range(size)],
-                data_samples=[DataSample(metainfo=dict(sample_idx=i)).set_gt_label(i % 3) for i in range(size)])
+    data = dict(
+        inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for _ in range(size)],
+        data_samples=[
+            DataSample(metainfo=dict(sample_idx=i)).set_gt_label(i % 3) for i in range(size)
+        ],
+    )
     return model.data_preprocessor(data, training=True)
 
 
 def test_kd_reads_the_mean_of_the_teachers_logits(tmp_path, teacher_ckpts):
     distiller = multi_teacher_distiller()
     for name in TINY_TEACHERS:  # KD alone
-        del distiller['distill_losses'][f'loss_crd_{name}'], distiller['loss_forward_mappings'][f'loss_crd_{name}']
+        del (
+            distiller['distill_losses'][f'loss_crd_{name}'],
+            distiller['loss_forward_mappings'][f'loss_crd_{name}'],
+        )
     model = build_model(distiller, paths(teacher_ckpts)).eval()
     data = batch(model)
     losses = model(**data, mode='loss')
 
     with torch.no_grad():  # computed here, independently of the distiller
-        teacher_logits = [model.teachers[name](data['inputs'], mode='tensor') for name in TINY_TEACHERS]
+        teacher_logits = [
+            model.teachers[name](data['inputs'], mode='tensor') for name in TINY_TEACHERS
+        ]
         student_logits = model.student(data['inputs'], mode='tensor')
     mean = (teacher_logits[0] + teacher_logits[1]) / 2
     assert not torch.allclose(teacher_logits[0], teacher_logits[1])
-    assert torch.allclose(model.distiller.get_record('logits', False, teacher=['t1', 't2']), mean, atol=1e-6)
+    assert torch.allclose(
+        model.distiller.get_record('logits', False, teacher=['t1', 't2']), mean, atol=1e-6
+    )
     tau = 4
     log_p_t = torch.log_softmax(mean / tau, 1)
-    kl = (log_p_t.exp() * (log_p_t - torch.log_softmax(student_logits / tau, 1))).sum(1).mean() * tau**2
+    kl = (log_p_t.exp() * (log_p_t - torch.log_softmax(student_logits / tau, 1))).sum(
+        1
+    ).mean() * tau**2
     assert torch.allclose(losses['distill.loss_kd'], kl, atol=1e-6)
 
 
 def on_teacher(distiller, teacher):
     """A single-teacher ConfigurableDistiller config turned into a MultiTeacherDistiller reading ``teacher``."""
     mappings = {
-        loss: {arg: dict(info, teacher=teacher) if not info['from_student'] else info for arg, info in m.items()}
-        for loss, m in distiller['loss_forward_mappings'].items()}
-    return dict(distiller, type='MultiTeacherDistiller', teacher_recorders={teacher: distiller['teacher_recorders']},
-                loss_forward_mappings=mappings)
+        loss: {
+            arg: dict(info, teacher=teacher) if not info['from_student'] else info
+            for arg, info in m.items()
+        }
+        for loss, m in distiller['loss_forward_mappings'].items()
+    }
+    return dict(
+        distiller,
+        type='MultiTeacherDistiller',
+        teacher_recorders={teacher: distiller['teacher_recorders']},
+        loss_forward_mappings=mappings,
+    )
 
 
 def logits_distiller(loss):
     recorders = dict(logits=dict(type='ModuleOutputs', source='head.fc'))
     args = ('preds_S', 'preds_T') if loss['type'] == 'KLDivergence' else ('s_logits', 't_logits')
-    return dict(student_recorders=recorders, teacher_recorders=recorders, distill_losses=dict(loss_x=loss),
-                loss_forward_mappings=dict(loss_x={args[0]: dict(from_student=True, recorder='logits'),
-                                                   args[1]: dict(from_student=False, recorder='logits')}))
+    return dict(
+        student_recorders=recorders,
+        teacher_recorders=recorders,
+        distill_losses=dict(loss_x=loss),
+        loss_forward_mappings=dict(
+            loss_x={
+                args[0]: dict(from_student=True, recorder='logits'),
+                args[1]: dict(from_student=False, recorder='logits'),
+            }
+        ),
+    )
 
 
 def dcd_distiller():
     crd = crd_distiller({}, t_width=TINY_TEACHERS['t2'])
-    return dict(crd, distill_losses=dict(loss_dcd=dict(type='DCDLoss')), loss_forward_mappings=dict(loss_dcd=dict(
-        s_embeds=dict(from_student=True, recorder='feat', connector='crd_s'),
-        t_embeds=dict(from_student=False, recorder='feat', connector='crd_t'))))
+    return dict(
+        crd,
+        distill_losses=dict(loss_dcd=dict(type='DCDLoss')),
+        loss_forward_mappings=dict(
+            loss_dcd=dict(
+                s_embeds=dict(from_student=True, recorder='feat', connector='crd_s'),
+                t_embeds=dict(from_student=False, recorder='feat', connector='crd_t'),
+            )
+        ),
+    )
 
 
 # the repository's single-teacher distillers, read from the second teacher (width 12: reading the
@@ -276,58 +372,84 @@ def build_error(cfg, error, runner=False):
     return str(info.value)
 
 
-def test_a_loss_naming_a_missing_teacher_is_refused_at_build(make_imagefolder, tmp_path, teacher_ckpts):
+def test_a_loss_naming_a_missing_teacher_is_refused_at_build(
+    make_imagefolder, tmp_path, teacher_ckpts
+):
     data = make_imagefolder(tmp_path / 'data')
     distiller = multi_teacher_distiller()
     distiller['loss_forward_mappings']['loss_crd_t2']['t_feats']['teacher'] = 't3'
-    message = build_error(multi_teacher_config(data, tmp_path / 'w1', paths(teacher_ckpts), distiller),
-                          ValueError, runner=True)
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'w1', paths(teacher_ckpts), distiller),
+        ValueError,
+        runner=True,
+    )
     assert "['loss_crd_t2']['t_feats'] names teacher 't3', which does not exist" in message
     assert "['t1', 't2']" in message
 
     distiller = multi_teacher_distiller()
     distiller['loss_forward_mappings']['loss_kd']['preds_T']['teacher'] = ['t1', 'typo']
-    message = build_error(multi_teacher_config(data, tmp_path / 'w2', paths(teacher_ckpts), distiller),
-                          ValueError)
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'w2', paths(teacher_ckpts), distiller), ValueError
+    )
     assert "names teacher 'typo'" in message
 
     distiller = multi_teacher_distiller()
     del distiller['loss_forward_mappings']['loss_kd']['preds_T']['teacher']
-    message = build_error(multi_teacher_config(data, tmp_path / 'w3', paths(teacher_ckpts), distiller),
-                          ValueError)
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'w3', paths(teacher_ckpts), distiller), ValueError
+    )
     assert 'names none: add teacher=' in message
 
     # recorders for a teacher the algorithm does not have
     distiller = multi_teacher_distiller(teacher_widths=dict(t1=16, t2=12, t3=12))
-    message = build_error(multi_teacher_config(data, tmp_path / 'w4', paths(teacher_ckpts), distiller),
-                          ValueError)
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'w4', paths(teacher_ckpts), distiller), ValueError
+    )
     assert "teacher(s) ['t3'], which do not exist" in message
 
     # a recorder whose source is not in its teacher
     distiller = multi_teacher_distiller()
-    distiller['teacher_recorders'] = dict(distiller['teacher_recorders'],
-                                          t2=dict(feat=dict(type='ModuleOutputs', source='nek'),
-                                                  logits=dict(type='ModuleOutputs', source='head.fc')))
-    message = build_error(multi_teacher_config(data, tmp_path / 'w5', paths(teacher_ckpts), distiller),
-                          ValueError)
+    distiller['teacher_recorders'] = dict(
+        distiller['teacher_recorders'],
+        t2=dict(
+            feat=dict(type='ModuleOutputs', source='nek'),
+            logits=dict(type='ModuleOutputs', source='head.fc'),
+        ),
+    )
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'w5', paths(teacher_ckpts), distiller), ValueError
+    )
     assert "teacher 't2': recorder 'feat' (source 'nek') cannot be attached" in message
 
 
-def test_a_teacher_checkpoint_of_another_model_is_refused_naming_the_teacher(make_imagefolder, tmp_path,
-                                                                              teacher_ckpts):
+def test_a_teacher_checkpoint_of_another_model_is_refused_naming_the_teacher(
+    make_imagefolder, tmp_path, teacher_ckpts
+):
     data = make_imagefolder(tmp_path / 'data')
     swapped = dict(t1=teacher_ckpts['t2'][0], t2=teacher_ckpts['t1'][0])
-    message = build_error(multi_teacher_config(data, tmp_path / 'work', swapped), ValueError, runner=True)
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'work', swapped), ValueError, runner=True
+    )
     assert "teacher 't1': the checkpoint " in message and 'does not match its config' in message
-    assert 'shape mismatches' in message and '(12,) in the checkpoint, (16,) in the model' in message
+    assert (
+        'shape mismatches' in message and '(12,) in the checkpoint, (16,) in the model' in message
+    )
 
     other = tmp_path / 'other.pth'  # another kind of model altogether
     torch.save(dict(state_dict=dict(weight=torch.zeros(2))), other)
-    message = build_error(multi_teacher_config(data, tmp_path / 'work', dict(t1=str(other))), ValueError)
-    assert "teacher 't1'" in message and 'missing keys' in message and 'unexpected keys (1): weight' in message
+    message = build_error(
+        multi_teacher_config(data, tmp_path / 'work', dict(t1=str(other))), ValueError
+    )
+    assert (
+        "teacher 't1'" in message
+        and 'missing keys' in message
+        and 'unexpected keys (1): weight' in message
+    )
 
     message = build_error(
-        multi_teacher_config(data, tmp_path / 'work', dict(t2=str(tmp_path / 'absent.pth'))), FileNotFoundError)
+        multi_teacher_config(data, tmp_path / 'work', dict(t2=str(tmp_path / 'absent.pth'))),
+        FileNotFoundError,
+    )
     assert "teacher 't2': checkpoint" in message and 'absent.pth' in message
 
 
@@ -356,17 +478,34 @@ def write_demo_teacher_checkpoints(tmp_path):
 def test_demo_ensemble_config_trains_through_tools_train(tmp_path, cmd):
     ckpts = write_demo_teacher_checkpoints(tmp_path)
     options = [f'model.teachers.{name}.ckpt={path}' for name, path in ckpts.items()] + [
-        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.dataset.indices=96',
-        'val_dataloader.dataset.indices=64', 'default_hooks.logger.interval=1']
-    out = cmd.python(['tools/train.py', 'configs/demo/ensemble.py', '--work-dir', tmp_path / 'work',
-                      '--cfg-options', *options], timeout=240)
+        'train_cfg.max_epochs=1',
+        'train_cfg.val_interval=1',
+        'train_dataloader.dataset.indices=96',
+        'val_dataloader.dataset.indices=64',
+        'default_hooks.logger.interval=1',
+    ]
+    out = cmd.python(
+        [
+            'tools/train.py',
+            'configs/demo/ensemble.py',
+            '--work-dir',
+            tmp_path / 'work',
+            '--cfg-options',
+            *options,
+        ],
+        timeout=240,
+    )
     last = [line for line in out.splitlines() if 'Epoch(train) [1][2/2]' in line][-1]
     for key in ('distill.loss_kd', 'distill.loss_crd_resnet20', 'distill.loss_crd_wrn_16_2'):
         assert f'{key}:' in last, key
         assert torch.isfinite(torch.tensor(float(last.split(f'{key}:', 1)[1].split()[0])))
     bank_log = [line for line in out.splitlines() if 'CRDMemoryBankHook: 2 bank(s)' in line]
-    assert bank_log and all(f'distiller.distill_losses.loss_crd_{name}' in bank_log[0] for name in ckpts)
-    val = [line for line in out.splitlines() if 'Epoch(val) [1]' in line and 'accuracy/top1' in line][-1]
+    assert bank_log and all(
+        f'distiller.distill_losses.loss_crd_{name}' in bank_log[0] for name in ckpts
+    )
+    val = [
+        line for line in out.splitlines() if 'Epoch(val) [1]' in line and 'accuracy/top1' in line
+    ][-1]
     assert all(f'teacher.{name}.accuracy/top1:' in val for name in ckpts), val
 
 

@@ -1,4 +1,5 @@
 """CRD with queue negatives: the FIFO, its NCE normalisation, errors, and 2 real gloo processes."""
+
 import math
 import os.path as osp
 import shutil
@@ -8,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from mmengine.runner import Runner
 from mmengine.structures import BaseDataElement
-
 from tiny_configs import crd_config
 
 from crd_mm.memory import ContrastQueue
@@ -19,15 +19,21 @@ TESTS_DIR = osp.dirname(osp.abspath(__file__))
 QUEUE = 'distiller.distill_losses.loss_crd'
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(memory='queue'), 'queue_size >= 1'),
-    (dict(memory='queue', queue_size=0), 'queue_size >= 1'),
-    (dict(memory='queue', queue_size=8, share_negatives=True, negative_sampling='uniform'), 'do not apply'),
-    (dict(memory='queue', queue_size=8, positive='relax'), 'do not apply'),
-    (dict(memory='queue', queue_size=8, num_negatives=4), 'do not apply'),
-    (dict(queue_size=8), "memory='queue' only"),
-    (dict(memory='ring'), 'memory must be one of'),
-])
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (dict(memory='queue'), 'queue_size >= 1'),
+        (dict(memory='queue', queue_size=0), 'queue_size >= 1'),
+        (
+            dict(memory='queue', queue_size=8, share_negatives=True, negative_sampling='uniform'),
+            'do not apply',
+        ),
+        (dict(memory='queue', queue_size=8, positive='relax'), 'do not apply'),
+        (dict(memory='queue', queue_size=8, num_negatives=4), 'do not apply'),
+        (dict(queue_size=8), "memory='queue' only"),
+        (dict(memory='ring'), 'memory must be one of'),
+    ],
+)
 def test_options_that_do_not_combine_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CRDLoss(**kwargs)
@@ -41,8 +47,12 @@ def test_a_queue_longer_than_the_dataset_is_refused():
 
 def test_queue_starts_full_of_the_bank_initial_rows_and_is_a_fifo():
     queue = ContrastQueue(50, 5, 4, labels=torch.arange(50) % 7, seed=3)
-    assert torch.equal(queue.student, initial_rows(5, 4, 6)) and torch.equal(queue.teacher, initial_rows(5, 4, 7))
-    fifo = [(-1, s, t) for s, t in zip(queue.student, queue.teacher)]  # (sample index, rows), oldest first
+    assert torch.equal(queue.student, initial_rows(5, 4, 6)) and torch.equal(
+        queue.teacher, initial_rows(5, 4, 7)
+    )
+    fifo = [
+        (-1, s, t) for s, t in zip(queue.student, queue.teacher)
+    ]  # (sample index, rows), oldest first
 
     def push(idx, rows):
         queue.stage(torch.tensor(idx), rows, -rows)
@@ -85,32 +95,48 @@ def test_queue_loss_is_nce_with_noise_over_the_queue_and_masks_the_class_and_the
     torch.manual_seed(0)
     labels = torch.arange(30) % 3
     queue = ContrastQueue(30, 6, 8, labels=labels, dtype=torch.float64)
-    queue.stage(torch.tensor([0, 4, 8, 9, 13, 17]), F.normalize(torch.randn(6, 8), dim=1).double(),
-                F.normalize(torch.randn(6, 8), dim=1).double())
+    queue.stage(
+        torch.tensor([0, 4, 8, 9, 13, 17]),
+        F.normalize(torch.randn(6, 8), dim=1).double(),
+        F.normalize(torch.randn(6, 8), dim=1).double(),
+    )
     queue.apply_staged()
     loss = CRDLoss(memory='queue', queue_size=6, feat_dim=8, loss_weight=0.5)
     loss.attach_memory_bank(queue)
     idx = torch.tensor([4, 5, 12])
     s = F.normalize(torch.randn(3, 8, dtype=torch.float64), dim=1).requires_grad_()
     t = F.normalize(torch.randn(3, 8, dtype=torch.float64), dim=1).requires_grad_()
-    samples = [BaseDataElement(sample_idx=int(i), gt_label=labels[i:i + 1]) for i in idx]
+    samples = [BaseDataElement(sample_idx=int(i), gt_label=labels[i : i + 1]) for i in idx]
     value = loss(s, t, samples)
 
     # valid negatives: queued samples of another class, never the anchor's own sample
-    valid = (queue.entry_labels[None] != labels[idx][:, None]) & (queue.sample_idx[None] != idx[:, None])
+    valid = (queue.entry_labels[None] != labels[idx][:, None]) & (
+        queue.sample_idx[None] != idx[:, None]
+    )
     assert valid.sum(1).tolist() == [4, 4, 4] and not valid[0, queue.sample_idx.tolist().index(4)]
     scores_s = torch.cat([(s * t).sum(1, keepdim=True), s @ queue.teacher.t()], 1).detach() / 0.07
     scores_t = torch.cat([(s * t).sum(1, keepdim=True), t @ queue.student.t()], 1).detach() / 0.07
     mask = torch.cat([torch.ones(3, 1, dtype=torch.bool), valid], 1)
-    z = torch.tensor([float(sc.exp()[mask].mean()) * 6 for sc in (scores_s, scores_t)], dtype=torch.float64)
-    torch.testing.assert_close(queue.normalizers.double(), z, rtol=1e-6, atol=0)  # Z = Q mean(exp s)
+    z = torch.tensor(
+        [float(sc.exp()[mask].mean()) * 6 for sc in (scores_s, scores_t)], dtype=torch.float64
+    )
+    torch.testing.assert_close(
+        queue.normalizers.double(), z, rtol=1e-6, atol=0
+    )  # Z = Q mean(exp s)
     z_s, z_t = queue.normalizers.tolist()
-    expected = 0.5 * (nce_reference(s.detach(), t.detach(), queue.teacher, valid, 6, z_s, 1e-7)
-                      + nce_reference(t.detach(), s.detach(), queue.student, valid, 6, z_t, 1e-7))
+    expected = 0.5 * (
+        nce_reference(s.detach(), t.detach(), queue.teacher, valid, 6, z_s, 1e-7)
+        + nce_reference(t.detach(), s.detach(), queue.student, valid, 6, z_t, 1e-7)
+    )
     assert float(value) == pytest.approx(expected, rel=1e-5)
-    uniform = queue.contrast(idx, s, t, positive='exact', num_negatives=None, negative_sampling='uniform',
-                             shared=False)
-    assert uniform.valid.sum(1).tolist() == [6, 7, 7]  # the positive and every queued sample but the anchor's
+    uniform = queue.contrast(
+        idx, s, t, positive='exact', num_negatives=None, negative_sampling='uniform', shared=False
+    )
+    assert uniform.valid.sum(1).tolist() == [
+        6,
+        7,
+        7,
+    ]  # the positive and every queued sample but the anchor's
     value.backward()
     assert s.grad.abs().sum() > 0 and t.grad.abs().sum() > 0
     assert queue._staged[0][0].tolist() == [4, 5, 12]
@@ -130,8 +156,12 @@ def test_queue_state_round_trip_and_size_check():
 
 def test_shard_banks_without_a_bank_is_refused(make_imagefolder, tmp_path):
     data = make_imagefolder(tmp_path / 'data')
-    cfg = crd_config(data, tmp_path / 'work', loss_cfg=dict(memory='queue', queue_size=4, num_negatives=None),
-                     hooks=[dict(type='CRDMemoryBankHook', shard_banks=True)])
+    cfg = crd_config(
+        data,
+        tmp_path / 'work',
+        loss_cfg=dict(memory='queue', queue_size=4, num_negatives=None),
+        hooks=[dict(type='CRDMemoryBankHook', shard_banks=True)],
+    )
     with pytest.raises(ValueError, match='no bank to shard'):
         Runner.from_cfg(cfg).train()
 
@@ -139,12 +169,29 @@ def test_shard_banks_without_a_bank_is_refused(make_imagefolder, tmp_path):
 def queue_run(cmd, data, out, port, max_epochs, resume=None):
     out.mkdir(parents=True, exist_ok=True)
     hooks = [dict(type='CRDMemoryBankHook'), dict(type='MemoryProbeHook', out_dir=str(out))]
-    cfg = crd_config(data, out / 'work', max_epochs=max_epochs, batch_size=2, hooks=hooks,
-                     loss_cfg=dict(memory='queue', queue_size=5, num_negatives=None), extra_imports=('memory_probe', ))
+    cfg = crd_config(
+        data,
+        out / 'work',
+        max_epochs=max_epochs,
+        batch_size=2,
+        hooks=hooks,
+        loss_cfg=dict(memory='queue', queue_size=5, num_negatives=None),
+        extra_imports=('memory_probe',),
+    )
     cfg.dump(out / 'cfg.py')
-    args = ['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}', 'tools/train.py',
-            str(out / 'cfg.py'), '--launcher', 'pytorch'] + (['--resume', str(resume)] if resume else [])
-    cmd.python(args, env={'PYTHONPATH': osp.pathsep.join([osp.dirname(TESTS_DIR), TESTS_DIR])}, timeout=300)
+    args = [
+        '-m',
+        'torch.distributed.run',
+        '--nproc_per_node=2',
+        f'--master_port={port}',
+        'tools/train.py',
+        str(out / 'cfg.py'),
+        '--launcher',
+        'pytorch',
+    ] + (['--resume', str(resume)] if resume else [])
+    cmd.python(
+        args, env={'PYTHONPATH': osp.pathsep.join([osp.dirname(TESTS_DIR), TESTS_DIR])}, timeout=300
+    )
     return [torch.load(out / f'memory_probe_rank{r}.pth', weights_only=False) for r in (0, 1)]
 
 
@@ -156,12 +203,18 @@ def check_fifo_across_ranks(ranks, queue_size, name=QUEUE):
             assert a['head'] == b['head']
             for key in ('student', 'teacher', 'sample_idx', 'entry_labels'):
                 assert torch.equal(a[key], b[key]), key
-            assert (a['normalizers'] is None and b['normalizers'] is None) or \
-                torch.equal(a['normalizers'], b['normalizers'])
+            assert (a['normalizers'] is None and b['normalizers'] is None) or torch.equal(
+                a['normalizers'], b['normalizers']
+            )
         before, after = rec0['before'][name], rec0['after'][name]
-        fifo = [(int(i), s, t) for i, s, t in zip(torch.roll(before['sample_idx'], -before['head']),
-                                                    torch.roll(before['student'], -before['head'], 0),
-                                                    torch.roll(before['teacher'], -before['head'], 0))]
+        fifo = [
+            (int(i), s, t)
+            for i, s, t in zip(
+                torch.roll(before['sample_idx'], -before['head']),
+                torch.roll(before['student'], -before['head'], 0),
+                torch.roll(before['teacher'], -before['head'], 0),
+            )
+        ]
         seen = set()
         for rec in (rec0, rec1):
             for idx, s, t in rec['staged'][name]:
@@ -179,12 +232,16 @@ def check_fifo_across_ranks(ranks, queue_size, name=QUEUE):
 
 
 @pytest.mark.slow  # the default suite checks the 2-process FIFO in test_sharded_bank.py (one run for both)
-def test_two_processes_hold_one_fifo_of_all_ranks_embeddings(make_imagefolder, tmp_path, cmd, free_port):
+def test_two_processes_hold_one_fifo_of_all_ranks_embeddings(
+    make_imagefolder, tmp_path, cmd, free_port
+):
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=3)
     ranks = queue_run(cmd, data, tmp_path / 'run', free_port, max_epochs=1)
     assert len(ranks[0]) == 3
     check_fifo_across_ranks(ranks, 5)
-    assert (ranks[0][-1]['after'][QUEUE]['sample_idx'] >= 0).all()  # 10 rows enqueued through a queue of 5
+    assert (
+        ranks[0][-1]['after'][QUEUE]['sample_idx'] >= 0
+    ).all()  # 10 rows enqueued through a queue of 5
 
 
 @pytest.mark.slow
@@ -194,11 +251,17 @@ def test_queue_resume_is_exact(make_imagefolder, tmp_path, cmd, free_port):
     straight = queue_run(cmd, data, tmp_path / 'straight', free_port, max_epochs=2)
     queue_run(cmd, data, tmp_path / 'first', free_port + 1, max_epochs=1)
     shutil.copytree(tmp_path / 'first' / 'work', tmp_path / 'second' / 'work')
-    resumed = queue_run(cmd, data, tmp_path / 'second', free_port + 2, max_epochs=2,
-                        resume=tmp_path / 'second' / 'work' / 'epoch_1.pth')
+    resumed = queue_run(
+        cmd,
+        data,
+        tmp_path / 'second',
+        free_port + 2,
+        max_epochs=2,
+        resume=tmp_path / 'second' / 'work' / 'epoch_1.pth',
+    )
     check_fifo_across_ranks(resumed, 5)
     for rank in (0, 1):
-        tail = straight[rank][-len(resumed[rank]):]
+        tail = straight[rank][-len(resumed[rank]) :]
         assert [r['iter'] for r in tail] == [r['iter'] for r in resumed[rank]] == [3, 4, 5]
         for a, b in zip(tail, resumed[rank]):
             assert a['losses'] == b['losses']

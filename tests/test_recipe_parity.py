@@ -18,6 +18,7 @@ configs/README.md, which are checked against them:
   or "—", and its numbers are the papers'.
 Config-only: nothing trains here (tests/test_configs.py runs the recipes).
 """
+
 import functools
 import glob
 import math
@@ -74,9 +75,15 @@ CRD_TABLE = {
     ('resnet32x4', 'ShuffleNetV2'): ('79.42', '71.82', '74.45', '75.65', '76.05'),
     ('wrn_40_2', 'ShuffleNetV1'): ('75.61', '70.50', '74.83', '76.05', '76.27'),
 }
-SAME_ARCH = [('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'), ('resnet56', 'resnet20'),
-             ('resnet110', 'resnet20'), ('resnet110', 'resnet32'), ('resnet32x4', 'resnet8x4'),
-             ('vgg13', 'vgg8')]
+SAME_ARCH = [
+    ('wrn_40_2', 'wrn_16_2'),
+    ('wrn_40_2', 'wrn_40_1'),
+    ('resnet56', 'resnet20'),
+    ('resnet110', 'resnet20'),
+    ('resnet110', 'resnet32'),
+    ('resnet32x4', 'resnet8x4'),
+    ('vgg13', 'vgg8'),
+]
 # DCD paper, CIFAR-100 top-1: DCD, DCD+KD
 DCD_TABLE = {
     ('wrn_40_2', 'wrn_16_2'): ('74.99', '76.06'),
@@ -101,8 +108,14 @@ CKD_AUTHORS = {
     ('wrn_40_2', 'ShuffleNetV1'): (100.0, 1.0, 32, 0.01),
 }
 # ImageNet ResNet-34 -> ResNet-18, published top-1(/top-5) per method; '—' where we have none
-IMAGENET = {'crd': '71.17/90.13', 'crd-kd': '71.38/90.49', 'crcd': '71.96',
-            'dcd': '—', 'dcd-kd': '—', 'ckd': '—'}
+IMAGENET = {
+    'crd': '71.17/90.13',
+    'crd-kd': '71.38/90.49',
+    'crcd': '71.96',
+    'dcd': '—',
+    'dcd-kd': '—',
+    'ckd': '—',
+}
 TEACHERS = sorted({t for t, _ in CRD_TABLE})
 STUDENTS = sorted({s for _, s in CRD_TABLE})
 
@@ -119,7 +132,7 @@ def teacher_config(name):
     return f'configs/cifar100_teachers/{NETS[name][0]}_cifar100.py'
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(path):
     """A recipe's config, parsed once per session (the teacher configs are shared by many recipes)."""
     return Config.fromfile(osp.join(REPO_ROOT, path))
@@ -129,6 +142,7 @@ def load(path):
 def measured_widths():
     """Each network of the table built once; the channels of its last feature map on a CIFAR image."""
     from mmpretrain.registry import MODELS
+
     init_default_scope('mmpretrain')
     widths = {}
     with torch.no_grad():
@@ -186,7 +200,11 @@ def check_cifar_optimiser(cfg, student, lr=None, batch=64):
 def check_step_schedule(cfg, epochs):
     assert cfg.train_cfg.max_epochs == epochs
     sched = cfg.param_scheduler
-    assert (sched.type, list(sched.milestones), sched.gamma) == ('MultiStepLR', [150, 180, 210], 0.1)
+    assert (sched.type, list(sched.milestones), sched.gamma) == (
+        'MultiStepLR',
+        [150, 180, 210],
+        0.1,
+    )
 
 
 def check_kd(cfg, weight):
@@ -206,8 +224,14 @@ def test_crd_and_crd_kd_recipes_for_every_pair(pair):
         check_networks(cfg, pair)
         assert connector_widths(cfg) == (NETS[pair[1]][2], NETS[pair[0]][2])
         crd = cfg.model.distiller.distill_losses.loss_crd
-        assert (crd.type, crd.loss_weight, crd.temperature, crd.num_negatives, crd.momentum, crd.feat_dim) == \
-            ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)
+        assert (
+            crd.type,
+            crd.loss_weight,
+            crd.temperature,
+            crd.num_negatives,
+            crd.momentum,
+            crd.feat_dim,
+        ) == ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)
         assert cfg.model.architecture.head.loss.loss_weight == 1.0  # CE gamma 1
         check_kd(cfg, kd_weight)
         check_cifar_optimiser(cfg, pair[1])
@@ -235,10 +259,16 @@ def test_crcd_recipes_for_every_pair(pair):
     student_width, teacher_width = NETS[pair[1]][2], NETS[pair[0]][2]
     assert connector_widths(cfg) == (student_width, teacher_width)
     losses = cfg.model.distiller.distill_losses
-    assert (losses.loss_crcd_grad.student_channels, losses.loss_crcd_grad.teacher_channels) == \
-        (student_width, teacher_width)
+    assert (losses.loss_crcd_grad.student_channels, losses.loss_crcd_grad.teacher_channels) == (
+        student_width,
+        teacher_width,
+    )
     for name in ('loss_crcd', 'loss_crcd_grad'):
-        assert (losses[name].loss_weight, losses[name].num_negatives, losses[name].temperature) == (1.0, 500, 0.05)
+        assert (losses[name].loss_weight, losses[name].num_negatives, losses[name].temperature) == (
+            1.0,
+            500,
+            0.05,
+        )
     check_kd(cfg, 0.9)
     check_cifar_optimiser(cfg, pair[1])
     check_step_schedule(cfg, 250)  # distillation stops for the last 10 epochs
@@ -249,12 +279,20 @@ def lr_at_epochs(cfg, epochs):
     """The learning rate the recipe's param_scheduler gives at the start of each epoch (mmengine's own schedulers)."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import PARAM_SCHEDULERS
+
     init_default_scope('mmengine')
-    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), dict(
-        type='OptimWrapper', optimizer=dict(cfg.optim_wrapper.optimizer, _scope_=None, type='SGD')))
+    wrapper = build_optim_wrapper(
+        torch.nn.Linear(1, 1),
+        dict(
+            type='OptimWrapper',
+            optimizer=dict(cfg.optim_wrapper.optimizer, _scope_=None, type='SGD'),
+        ),
+    )
     sched_cfg = dict(cfg.param_scheduler)
     sched_cfg.pop('_scope_', None)
-    scheduler = PARAM_SCHEDULERS.build(sched_cfg, default_args=dict(optimizer=wrapper, epoch_length=1))
+    scheduler = PARAM_SCHEDULERS.build(
+        sched_cfg, default_args=dict(optimizer=wrapper, epoch_length=1)
+    )
     lrs = {}
     for epoch in range(max(epochs) + 1):
         if epoch in epochs:
@@ -274,7 +312,11 @@ def test_ckd_recipes_use_the_authors_settings_per_pair(pair):
     check_networks(cfg, pair)
     ckd = cfg.model.distiller.distill_losses
     assert set(ckd) == {'loss_ckd'}
-    assert (ckd.loss_ckd.type, ckd.loss_ckd.loss_weight, ckd.loss_ckd.temperature) == ('CKDLoss', weight, temperature)
+    assert (ckd.loss_ckd.type, ckd.loss_ckd.loss_weight, ckd.loss_ckd.temperature) == (
+        'CKDLoss',
+        weight,
+        temperature,
+    )
     check_cifar_optimiser(cfg, pair[1], lr=lr, batch=batch)
     assert cfg.train_cfg.max_epochs == 480
     assert cfg.param_scheduler.type == 'CosineAnnealingLR'
@@ -380,11 +422,19 @@ def test_the_readmes_expectations_cover_every_recipe_of_the_tables():
 def test_readme_lists_every_recipe_with_its_published_number():
     rows = readme_rows()
     for path in rows:
-        assert osp.exists(osp.join(REPO_ROOT, path)), f'configs/README.md links a missing config: {path}'
+        assert osp.exists(osp.join(REPO_ROOT, path)), (
+            f'configs/README.md links a missing config: {path}'
+        )
     missing = []
     for path in recipe_files():
         twin = osp.splitext(path)[0] + '.py'  # a YAML recipe may share its Python twin's row
-        listed = path if path in rows else twin if path.endswith(('.yaml', '.yml')) and twin in rows else None
+        listed = (
+            path
+            if path in rows
+            else twin
+            if path.endswith(('.yaml', '.yml')) and twin in rows
+            else None
+        )
         if listed is None:
             missing.append(path)
             continue

@@ -8,6 +8,7 @@ as ``builder(root, make_imagefolder)``, writes its data and config under
 checkpoint every 2 iterations and have a visualization hook in
 ``default_hooks`` (for ``--show-dir``); see ``write_tiny_cls_config``.
 """
+
 import importlib.util
 import json
 import os
@@ -88,9 +89,7 @@ def config(request, tmp_path_factory, make_imagefolder):
 def trained(config, tmp_path_factory, cmd):
     """Work dir and log of a 2-iteration ``tools/train.py`` run."""
     work_dir = str(tmp_path_factory.mktemp('train'))
-    log = cmd.python(
-        [TRAIN, config, '--work-dir', work_dir, '--local-rank', '0'],
-        env=CPU_ENV)
+    log = cmd.python([TRAIN, config, '--work-dir', work_dir, '--local-rank', '0'], env=CPU_ENV)
     return work_dir, log
 
 
@@ -107,11 +106,26 @@ def test_train_writes_checkpoint(trained):
 def test_test_reports_accuracy(config, trained, tmp_path, cmd):
     work_dir, _ = trained
     out, vis = tmp_path / 'metrics.json', tmp_path / 'vis'
-    log = cmd.python([
-        TEST, config, osp.join(work_dir, 'iter_2.pth'), '--work-dir',
-        tmp_path / 'test', '--out', out, '--out-item', 'metrics',
-        '--show-dir', vis, '--interval', '4', '--local_rank', '0'
-    ], env=CPU_ENV)
+    log = cmd.python(
+        [
+            TEST,
+            config,
+            osp.join(work_dir, 'iter_2.pth'),
+            '--work-dir',
+            tmp_path / 'test',
+            '--out',
+            out,
+            '--out-item',
+            'metrics',
+            '--show-dir',
+            vis,
+            '--interval',
+            '4',
+            '--local_rank',
+            '0',
+        ],
+        env=CPU_ENV,
+    )
     assert 'Load checkpoint from' in log
     assert '(test)' in log and 'accuracy/top1' in log
     metrics = json.loads(out.read_text())
@@ -128,10 +142,19 @@ def test_resume_continues(config, trained, tmp_path, cmd):
     new_dir.mkdir()
     shutil.copy(osp.join(trained[0], 'iter_2.pth'), new_dir)
     (new_dir / 'last_checkpoint').write_text(str(new_dir / 'iter_2.pth'))
-    log = cmd.python([
-        TRAIN, config, '--work-dir', new_dir, '--resume', '--no-validate',
-        '--cfg-options', 'train_cfg.max_iters=4'
-    ], env=CPU_ENV)
+    log = cmd.python(
+        [
+            TRAIN,
+            config,
+            '--work-dir',
+            new_dir,
+            '--resume',
+            '--no-validate',
+            '--cfg-options',
+            'train_cfg.max_iters=4',
+        ],
+        env=CPU_ENV,
+    )
     assert f'Load checkpoint from {new_dir / "iter_2.pth"}' in log
     assert 'resumed epoch: 0, iter: 2' in log
     assert 'Saving checkpoint at 2 iterations' not in log
@@ -144,10 +167,22 @@ def test_dist_train_two_processes(config, trained, tmp_path, cmd, free_port):
     checkpoint (``--resume PATH``) from iteration 2 to 4."""
     ckpt = osp.join(trained[0], 'iter_2.pth')
     work_dir = tmp_path / 'dist'
-    log = cmd.run([
-        'bash', DIST_TRAIN, config, '2', '--work-dir', work_dir, '--resume',
-        ckpt, '--cfg-options', 'train_cfg.max_iters=4'
-    ], env={**CPU_ENV, 'PORT': str(free_port)}, timeout=150)
+    log = cmd.run(
+        [
+            'bash',
+            DIST_TRAIN,
+            config,
+            '2',
+            '--work-dir',
+            work_dir,
+            '--resume',
+            ckpt,
+            '--cfg-options',
+            'train_cfg.max_iters=4',
+        ],
+        env={**CPU_ENV, 'PORT': str(free_port)},
+        timeout=150,
+    )
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log  # mmengine's name for the world size
     assert f'Load checkpoint from {ckpt}' in log
@@ -160,14 +195,8 @@ def test_two_node_launch(config, tmp_path, cmd, free_port):
     """Two ``dist_train.sh`` calls, one per simulated node, train together."""
     work_dir = tmp_path / 'two_nodes'
     args = ['bash', DIST_TRAIN, config, '1', '--work-dir', work_dir]
-    node_env = {
-        **CPU_ENV, 'NNODES': '2', 'MASTER_ADDR': '127.0.0.1',
-        'PORT': str(free_port)
-    }
-    nodes = [
-        cmd.start(args, env={**node_env, 'NODE_RANK': str(rank)})
-        for rank in (0, 1)
-    ]
+    node_env = {**CPU_ENV, 'NNODES': '2', 'MASTER_ADDR': '127.0.0.1', 'PORT': str(free_port)}
+    nodes = [cmd.start(args, env={**node_env, 'NODE_RANK': str(rank)}) for rank in (0, 1)]
     logs = [cmd.wait(node, timeout=150) for node in nodes]
     assert 'GPU number: 2' in logs[0]
     assert 'Saving checkpoint at 2 iterations' in logs[0]
@@ -177,7 +206,8 @@ def test_two_node_launch(config, tmp_path, cmd, free_port):
 def load_tool(name):
     """Import tools/<name>.py as a module (the tools are scripts)."""
     spec = importlib.util.spec_from_file_location(
-        f'crd_mm_tool_{name}', osp.join(REPO_ROOT, 'tools', f'{name}.py'))
+        f'crd_mm_tool_{name}', osp.join(REPO_ROOT, 'tools', f'{name}.py')
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -198,21 +228,26 @@ def test_local_rank_spellings(tool, flag, monkeypatch):
     assert os.environ['LOCAL_RANK'] == '1'
 
 
-@pytest.mark.skipif(
-    torch.cuda.is_available(), reason='the gloo set-up is for CPU machines')
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the gloo set-up is for CPU machines')
 def test_setup_cpu_distributed(monkeypatch, free_port):
     """Gloo group from torchrun's variables; DDP kept off device ids."""
     from crd_mm.utils import setup_cpu_distributed
+
     cfg = Config(dict(model=dict(type='Net')))
     assert not setup_cpu_distributed(cfg, 'none')
     assert 'model_wrapper_cfg' not in cfg and 'env_cfg' not in cfg
 
-    for key, value in dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
-                           MASTER_ADDR='127.0.0.1',
-                           MASTER_PORT=str(free_port)).items():
+    for key, value in dict(
+        RANK='0',
+        WORLD_SIZE='1',
+        LOCAL_RANK='0',
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(free_port),
+    ).items():
         monkeypatch.setenv(key, value)
-    own = Config(dict(model_wrapper_cfg=dict(
-        type='MMDistributedDataParallel', find_unused_parameters=True)))
+    own = Config(
+        dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=True))
+    )
     try:
         assert setup_cpu_distributed(cfg, 'pytorch')
         assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
@@ -222,8 +257,11 @@ def test_setup_cpu_distributed(monkeypatch, free_port):
         dist.destroy_process_group()
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg == dict(
-        type='MMDistributedDataParallel', device_ids=None,
-        broadcast_buffers=False, find_unused_parameters=False)
+        type='MMDistributedDataParallel',
+        device_ids=None,
+        broadcast_buffers=False,
+        find_unused_parameters=False,
+    )
     assert own.model_wrapper_cfg == dict(
-        type='MMDistributedDataParallel', find_unused_parameters=True,
-        device_ids=None)
+        type='MMDistributedDataParallel', find_unused_parameters=True, device_ids=None
+    )

@@ -6,6 +6,7 @@ covered. A printed recipe must load back exactly (tuples included: the tool
 writes them as ``!!python/tuple``); a hand-written YAML twin writes tuples as
 plain lists, so twins are compared with tuples read as lists.
 """
+
 import glob
 import os
 import os.path as osp
@@ -28,8 +29,11 @@ def recipes(suffixes):
     found = []
     for suffix in suffixes:
         found += glob.glob(osp.join(CONFIGS, '**', f'*{suffix}'), recursive=True)
-    return sorted(osp.relpath(p, REPO_ROOT) for p in found
-                  if f'{os.sep}_base_{os.sep}' not in p and not osp.basename(p).startswith('_'))
+    return sorted(
+        osp.relpath(p, REPO_ROOT)
+        for p in found
+        if f'{os.sep}_base_{os.sep}' not in p and not osp.basename(p).startswith('_')
+    )
 
 
 PYTHON_RECIPES = recipes(['.py'])
@@ -79,8 +83,15 @@ def test_shipped_yaml_recipe_resolves_like_its_python_twin(recipe):
     from_python = Config.fromfile(twin)
     a, b = as_lists(from_yaml.to_dict()), as_lists(from_python.to_dict())
     assert not differences(a, b), differences(a, b)
-    for key in ('model', 'train_dataloader', 'val_dataloader', 'optim_wrapper', 'param_scheduler',
-                'train_cfg', 'custom_hooks'):
+    for key in (
+        'model',
+        'train_dataloader',
+        'val_dataloader',
+        'optim_wrapper',
+        'param_scheduler',
+        'train_cfg',
+        'custom_hooks',
+    ):
         assert a[key] == b[key], key
 
     # and the two build the same networks (no teacher checkpoint is fetched)
@@ -99,10 +110,13 @@ def test_twin_comparison_catches_a_different_recipe(tmp_path):
     text = open(recipe).read()
     assert 'arch: resnet32}' in text
     changed = tmp_path / 'crd_changed.yaml'
-    changed.write_text(text.replace('arch: resnet32}', 'arch: resnet20}').replace(
-        '../../_base_/', osp.join(CONFIGS, '_base_') + '/'))
+    changed.write_text(
+        text.replace('arch: resnet32}', 'arch: resnet20}').replace(
+            '../../_base_/', osp.join(CONFIGS, '_base_') + '/'
+        )
+    )
     a = as_lists(Config.fromfile(str(changed)).to_dict())
-    b = as_lists(Config.fromfile(recipe[:-len('.yaml')] + '.py').to_dict())
+    b = as_lists(Config.fromfile(recipe[: -len('.yaml')] + '.py').to_dict())
     assert differences(a, b) == ['model']
 
 
@@ -118,8 +132,9 @@ def test_print_config_tool_yaml_and_py_with_cfg_options(monkeypatch, capsys, tmp
     expected = Config.fromfile(recipe)
     expected.merge_from_dict({'train_cfg.max_epochs': 7})
 
-    out = run_tool([recipe, '--format', 'yaml', '--cfg-options', 'train_cfg.max_epochs=7'],
-                   monkeypatch, capsys)
+    out = run_tool(
+        [recipe, '--format', 'yaml', '--cfg-options', 'train_cfg.max_epochs=7'], monkeypatch, capsys
+    )
     assert out.startswith(f'# {recipe} with train_cfg.max_epochs=7, resolved by')
     (tmp_path / 'printed.yaml').write_text(out)
     assert Config.fromfile(str(tmp_path / 'printed.yaml')).to_dict() == expected.to_dict()
@@ -133,11 +148,14 @@ def test_print_config_tool_resolves_crd_mm_scope(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / 'mine.py').write_text(
         "_base_ = ['crd_mm::crd/cifar100/crd_resnet56_resnet20_cifar100.py']\n"
-        'optim_wrapper = dict(optimizer=dict(lr=0.01))\n')
+        'optim_wrapper = dict(optimizer=dict(lr=0.01))\n'
+    )
     out = run_tool(['mine.py', '--format', 'yaml'], monkeypatch, capsys)
     (tmp_path / 'mine.yaml').write_text(out)
     printed = Config.fromfile(str(tmp_path / 'mine.yaml'))
-    recipe = Config.fromfile(osp.join(CONFIGS, 'crd', 'cifar100', 'crd_resnet56_resnet20_cifar100.py'))
+    recipe = Config.fromfile(
+        osp.join(CONFIGS, 'crd', 'cifar100', 'crd_resnet56_resnet20_cifar100.py')
+    )
     assert printed.optim_wrapper.optimizer.lr == 0.01
     assert printed.model.to_dict() == recipe.model.to_dict()
     assert printed.train_dataloader.to_dict() == recipe.train_dataloader.to_dict()
@@ -148,6 +166,6 @@ def test_print_config_command_line(cmd, tmp_path):
     recipe = 'configs/crd/resnet34_resnet18_in1k.py'
     out = cmd.python([TOOL, recipe, '--format', 'yaml'])
     printed = tmp_path / 'in1k.yaml'
-    printed.write_text(out[out.index(f'# {recipe}'):])
+    printed.write_text(out[out.index(f'# {recipe}') :])
     got = Config.fromfile(str(printed)).to_dict()
     assert got == Config.fromfile(osp.join(REPO_ROOT, recipe)).to_dict()

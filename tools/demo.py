@@ -29,6 +29,7 @@ Usage::
 
 ``--smoke`` trains one epoch on a small subset (a quick end-to-end check).
 """
+
 import argparse
 import json
 import math
@@ -64,6 +65,7 @@ class Row(NamedTuple):
     ``baseline`` is the row it is compared with: the student trained alone
     on the same view.
     """
+
     label: str
     config: str
     probe: str = PROBE
@@ -74,6 +76,7 @@ class Row(NamedTuple):
 class Run(NamedTuple):
     """What one training run left: its last validation, checkpoint and wall time, and the first
     epoch whose logged training loss was not finite (None: it never diverged)."""
+
     metrics: dict
     checkpoint: str
     seconds: float
@@ -100,12 +103,26 @@ FRONTIER_ROWS = [
     ROWS[1],
     Row('student + CRD + KD', 'configs/demo/crd_kd.py'),
     Row('second teacher: WRN-16-2 (all 1,433 images)', SECOND_TEACHER),
-    Row('student + ensemble (resnet20, WRN-16-2): CRD each + KD', 'configs/demo/ensemble.py',
-        teachers=(('model.teachers.resnet20.ckpt', TEACHER), ('model.teachers.wrn_16_2.ckpt', SECOND_TEACHER))),
-    Row('4x4 student alone: resnet8', 'configs/demo/crossmodal_student.py', PROBE_4PX,
-        baseline='configs/demo/crossmodal_student.py'),
-    Row('4x4 student + CRD from 16x16 teacher', 'configs/demo/crossmodal.py', PROBE_4PX,
-        baseline='configs/demo/crossmodal_student.py'),
+    Row(
+        'student + ensemble (resnet20, WRN-16-2): CRD each + KD',
+        'configs/demo/ensemble.py',
+        teachers=(
+            ('model.teachers.resnet20.ckpt', TEACHER),
+            ('model.teachers.wrn_16_2.ckpt', SECOND_TEACHER),
+        ),
+    ),
+    Row(
+        '4x4 student alone: resnet8',
+        'configs/demo/crossmodal_student.py',
+        PROBE_4PX,
+        baseline='configs/demo/crossmodal_student.py',
+    ),
+    Row(
+        '4x4 student + CRD from 16x16 teacher',
+        'configs/demo/crossmodal.py',
+        PROBE_4PX,
+        baseline='configs/demo/crossmodal_student.py',
+    ),
 ]
 
 # One epoch on the first 96 training and 64 test images.
@@ -125,21 +142,31 @@ def parse_args():
     parser.add_argument(
         '--work-dir',
         default=osp.join('work_dirs', 'demo'),
-        help='parent of the runs\' work directories (<work-dir>/seed<k>/<config name>)')
+        help="parent of the runs' work directories (<work-dir>/seed<k>/<config name>)",
+    )
     parser.add_argument(
-        '--seeds', type=int, nargs='+', default=None,
-        help='random seeds, one run of every row each (default: 0 1 2; 0 with --frontier)')
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=None,
+        help='random seeds, one run of every row each (default: 0 1 2; 0 with --frontier)',
+    )
     parser.add_argument(
-        '--jobs', type=int, default=min(os.cpu_count() or 1, 8),
-        help='runs trained at once, one worker process each (default: the CPU count, at most 8)')
+        '--jobs',
+        type=int,
+        default=min(os.cpu_count() or 1, 8),
+        help='runs trained at once, one worker process each (default: the CPU count, at most 8)',
+    )
     parser.add_argument(
         '--smoke',
         action='store_true',
-        help='train one epoch on a small subset (a quick end-to-end check)')
+        help='train one epoch on a small subset (a quick end-to-end check)',
+    )
     parser.add_argument(
         '--frontier',
         action='store_true',
-        help='ensemble and cross-modal rows with linear probes instead of the main table')
+        help='ensemble and cross-modal rows with linear probes instead of the main table',
+    )
     return parser.parse_args()
 
 
@@ -153,7 +180,7 @@ def row_teachers(row: Row) -> Tuple[Tuple[str, str], ...]:
     """The config keys of a row that take earlier rows' checkpoints, and those rows' configs."""
     if row.teachers:
         return row.teachers
-    return (('model.teacher_ckpt', TEACHER), ) if is_distillation(row.config) else ()
+    return (('model.teacher_ckpt', TEACHER),) if is_distillation(row.config) else ()
 
 
 def run_name(config: str) -> str:
@@ -195,7 +222,9 @@ def last_checkpoint(work_dir: str) -> str:
 def train_command(config: str, work_dir: str, seed: int, options: dict) -> str:
     """The ``tools/train.py`` command that trains the same run."""
     cfg_options = [f'{key}={value}' for key, value in options.items()] + [f'randomness.seed={seed}']
-    return shlex.join(['python', 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *cfg_options])
+    return shlex.join(
+        ['python', 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *cfg_options]
+    )
 
 
 def quiet_worker() -> None:
@@ -203,6 +232,7 @@ def quiet_worker() -> None:
     import warnings
 
     import torch
+
     torch.set_num_threads(1)
     # each run's env_cfg sets the 'fork' start method for its own data workers (none here); not news
     warnings.filterwarnings('ignore', message='Multi-processing start method')
@@ -225,17 +255,24 @@ def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
     runner = Runner.from_cfg(cfg)
     runner.train()
     run_dir = osp.join(work_dir, runner.timestamp)
-    return Run(last_validation(run_dir), last_checkpoint(work_dir), time.time() - start,
-               first_non_finite_loss(run_dir))
+    return Run(
+        last_validation(run_dir),
+        last_checkpoint(work_dir),
+        time.time() - start,
+        first_non_finite_loss(run_dir),
+    )
 
 
-def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, options: dict,
-               jobs: int) -> Dict[Tuple[str, int], Run]:
+def train_rows(
+    rows: Sequence[Row], seeds: Sequence[int], work_root: str, options: dict, jobs: int
+) -> Dict[Tuple[str, int], Run]:
     """Train every row once per seed, up to ``jobs`` at once; a row starts when its teachers are done."""
     results: Dict[Tuple[str, int], Run] = {}
     # row by row: every seed's teacher starts first, so the rows that need it are ready early
     pending = [(row, seed) for row in rows for seed in seeds]
-    teachers_of = {row.config: row_teachers(row) for row in rows}  # parsed once: configs take a while
+    teachers_of = {
+        row.config: row_teachers(row) for row in rows
+    }  # parsed once: configs take a while
     context = multiprocessing.get_context('spawn')
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker) as pool:
         running = {}
@@ -245,10 +282,15 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, option
                 if all((config, seed) in results for _, config in teachers):
                     pending.remove((row, seed))
                     run_options = dict(options)
-                    run_options.update({key: results[config, seed].checkpoint for key, config in teachers})
+                    run_options.update(
+                        {key: results[config, seed].checkpoint for key, config in teachers}
+                    )
                     work_dir = osp.join(work_root, f'seed{seed}', run_name(row.config))
-                    print(f'[demo] seed {seed}, {row.label}: '
-                          f'{train_command(row.config, work_dir, seed, run_options)}', flush=True)
+                    print(
+                        f'[demo] seed {seed}, {row.label}: '
+                        f'{train_command(row.config, work_dir, seed, run_options)}',
+                        flush=True,
+                    )
                     future = pool.submit(train, row.config, work_dir, seed, run_options)
                     running[future] = (row, seed, work_dir)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -258,11 +300,20 @@ def train_rows(rows: Sequence[Row], seeds: Sequence[int], work_root: str, option
                     run = future.result()
                 except Exception as error:
                     pool.shutdown(cancel_futures=True)
-                    sys.exit(f'[demo] seed {seed}, {row.label} failed: {error!r}; its log is under {work_dir}')
+                    sys.exit(
+                        f'[demo] seed {seed}, {row.label} failed: {error!r}; its log is under {work_dir}'
+                    )
                 results[row.config, seed] = run
-                diverged = '' if run.diverged_at is None else f', DIVERGED: NaN/inf loss from epoch {run.diverged_at}'
-                print(f'[demo] seed {seed}, {row.label}: top-1 {run.metrics[METRIC]:.2f} '
-                      f'({run.seconds:.0f} s{diverged})', flush=True)
+                diverged = (
+                    ''
+                    if run.diverged_at is None
+                    else f', DIVERGED: NaN/inf loss from epoch {run.diverged_at}'
+                )
+                print(
+                    f'[demo] seed {seed}, {row.label}: top-1 {run.metrics[METRIC]:.2f} '
+                    f'({run.seconds:.0f} s{diverged})',
+                    flush=True,
+                )
     return results
 
 
@@ -275,9 +326,18 @@ def tool_env() -> dict:
 
 def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
     """The linear probe of a row's trained network on its probe task; its top-1."""
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'analysis', 'linear_probe.py'),
-           row.config, checkpoint, '--dataset-config', row.probe, '--work-dir', work_dir,
-           '--epochs', '1' if smoke else str(PROBE_EPOCHS)]
+    cmd = [
+        sys.executable,
+        osp.join(REPO_ROOT, 'tools', 'analysis', 'linear_probe.py'),
+        row.config,
+        checkpoint,
+        '--dataset-config',
+        row.probe,
+        '--work-dir',
+        work_dir,
+        '--epochs',
+        '1' if smoke else str(PROBE_EPOCHS),
+    ]
     if smoke:
         cmd += ['--cfg-options', *SMOKE_PROBE_OPTIONS]
     print(f'\n[demo] linear probe of {row.label}: {" ".join(cmd[1:])}', flush=True)
@@ -287,25 +347,44 @@ def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
         return json.load(f)[METRIC]
 
 
-def picture_commands(results: Dict[Tuple[str, int], Run], seed: int, work_root: str) -> Dict[str, List[str]]:
+def picture_commands(
+    results: Dict[Tuple[str, int], Run], seed: int, work_root: str
+) -> Dict[str, List[str]]:
     """The tools/analysis commands that draw one seed's runs: logit correlations, t-SNE maps, curves."""
+
     def run_args(config):
         return [config, results[config, seed].checkpoint]
 
-    students = [(STUDENT, 'student alone'), ('configs/demo/kd.py', 'KD'), ('configs/demo/crd.py', 'CRD'),
-                ('configs/demo/crd_kd.py', 'CRD+KD')]
+    students = [
+        (STUDENT, 'student alone'),
+        ('configs/demo/kd.py', 'KD'),
+        ('configs/demo/crd.py', 'CRD'),
+        ('configs/demo/crd_kd.py', 'CRD+KD'),
+    ]
     curves = ROWS[1:]
     return {
         'logit_correlation.png': [
-            'logit_correlation.py', *run_args(TEACHER), *[a for c, _ in students for a in run_args(c)],
-            '--titles', *[title for _, title in students]],
+            'logit_correlation.py',
+            *run_args(TEACHER),
+            *[a for c, _ in students for a in run_args(c)],
+            '--titles',
+            *[title for _, title in students],
+        ],
         'tsne.png': [
-            'embedding_tsne.py', *[a for c, _ in students for a in run_args(c)],
-            '--titles', *[title for _, title in students]],
+            'embedding_tsne.py',
+            *[a for c, _ in students for a in run_args(c)],
+            '--titles',
+            *[title for _, title in students],
+        ],
         'curves.png': [
-            'plot_curves.py', *[osp.join(work_root, f'seed{seed}', run_name(row.config)) for row in curves],
-            '--keys', 'student.loss|loss', METRIC,
-            '--legend', *[run_name(row.config) for row in curves]],
+            'plot_curves.py',
+            *[osp.join(work_root, f'seed{seed}', run_name(row.config)) for row in curves],
+            '--keys',
+            'student.loss|loss',
+            METRIC,
+            '--legend',
+            *[run_name(row.config) for row in curves],
+        ],
     }
 
 
@@ -316,9 +395,21 @@ def draw_pictures(commands: Dict[str, List[str]], work_root: str) -> None:
         out = osp.join(work_root, picture)
         cmd = [osp.join('tools', 'analysis', tool), *args, '--out', out]
         log = open(osp.splitext(out)[0] + '.log', 'w')
-        running.append((out, cmd, log, subprocess.Popen([sys.executable, *cmd], cwd=REPO_ROOT, env=tool_env(),
-                                                        stdout=log, stderr=subprocess.STDOUT)))
-    print('\nPictures of the first seed\'s runs (tools/analysis/, see docs/analysis.md):')
+        running.append(
+            (
+                out,
+                cmd,
+                log,
+                subprocess.Popen(
+                    [sys.executable, *cmd],
+                    cwd=REPO_ROOT,
+                    env=tool_env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+            )
+        )
+    print("\nPictures of the first seed's runs (tools/analysis/, see docs/analysis.md):")
     for out, cmd, log, process in running:
         status = 'written' if process.wait() == 0 else f'FAILED, see {log.name}'
         log.close()
@@ -330,11 +421,18 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[str, int], Run],
-                 title: str, probes: Optional[Dict[Tuple[str, int], float]] = None) -> str:
+def format_table(
+    rows: Sequence[Row],
+    seeds: Sequence[int],
+    results: Dict[Tuple[str, int], Run],
+    title: str,
+    probes: Optional[Dict[Tuple[str, int], float]] = None,
+) -> str:
     """A markdown table: label, config, top-1 mean +- std, per seed, gain over the row's baseline, probe, time."""
+
     def mean_top1(config):
         return mean_std([results[config, s].metrics[METRIC] for s in seeds])[0]
+
     header = ['method', 'config', 'top-1 (%) mean +- std', 'per seed', 'vs student alone']
     if probes is not None:
         header.append('linear probe (%)')
@@ -344,11 +442,21 @@ def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[
         runs = [results[row.config, s] for s in seeds]
         top1 = [run.metrics[METRIC] for run in runs]
         mean, std = mean_std(top1)
-        per_seed = [f'{v:.2f}' if run.diverged_at is None else f'{v:.2f} (diverged at epoch {run.diverged_at})'
-                    for v, run in zip(top1, runs)]
-        cells = [row.label, row.config, f'{mean:.2f} +- {std:.2f}', ' / '.join(per_seed),
-                 '' if row.config in (row.baseline, TEACHER, SECOND_TEACHER) else
-                 f'{mean - mean_top1(row.baseline):+.2f}']
+        per_seed = [
+            f'{v:.2f}'
+            if run.diverged_at is None
+            else f'{v:.2f} (diverged at epoch {run.diverged_at})'
+            for v, run in zip(top1, runs)
+        ]
+        cells = [
+            row.label,
+            row.config,
+            f'{mean:.2f} +- {std:.2f}',
+            ' / '.join(per_seed),
+            ''
+            if row.config in (row.baseline, TEACHER, SECOND_TEACHER)
+            else f'{mean - mean_top1(row.baseline):+.2f}',
+        ]
         if probes is not None:
             cells.append(' / '.join(f'{probes[row.config, s]:.2f}' for s in seeds))
         cells.append(f'{statistics.mean(results[row.config, s].seconds for s in seeds):.0f}')
@@ -357,33 +465,66 @@ def format_table(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[
     numeric = [False, False] + [True] * (len(header) - 2)
 
     def render(cells):
-        return '| ' + ' | '.join(c.rjust(w) if num else c.ljust(w)
-                                 for c, w, num in zip(cells, widths, numeric)) + ' |'
+        return (
+            '| '
+            + ' | '.join(
+                c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)
+            )
+            + ' |'
+        )
 
-    rule = '|' + '|'.join('-' * (w + 1) + (':' if num else '-')
-                          for w, num in zip(widths, numeric)) + '|'
+    rule = (
+        '|'
+        + '|'.join('-' * (w + 1) + (':' if num else '-') for w, num in zip(widths, numeric))
+        + '|'
+    )
     return '\n'.join([title, render(lines[0]), rule, *map(render, lines[1:])])
 
 
-def plot_results(rows: Sequence[Row], seeds: Sequence[int], results: Dict[Tuple[str, int], Run],
-                 title: str, path: str) -> None:
+def plot_results(
+    rows: Sequence[Row],
+    seeds: Sequence[int],
+    results: Dict[Tuple[str, int], Run],
+    title: str,
+    path: str,
+) -> None:
     """A bar chart of each row's mean top-1 with its standard deviation over the seeds."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     stats = [mean_std([results[row.config, s].metrics[METRIC] for s in seeds]) for row in rows]
     means, stds = [m for m, _ in stats], [s for _, s in stats]
-    colours = ['tab:gray' if row.config in (TEACHER, SECOND_TEACHER) else
-               'tab:red' if row.config == STUDENT else 'tab:blue' for row in rows]
+    colours = [
+        'tab:gray'
+        if row.config in (TEACHER, SECOND_TEACHER)
+        else 'tab:red'
+        if row.config == STUDENT
+        else 'tab:blue'
+        for row in rows
+    ]
     fig, ax = plt.subplots(figsize=(10, 4.8))
     bars = ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colours)
     ax.bar_label(bars, labels=[f'{m:.1f}' for m in means], padding=3)
     baseline = means[[row.config for row in rows].index(STUDENT)]
     ax.axhline(baseline, color='tab:red', linestyle='--', linewidth=1)
-    ax.text(len(rows) - 0.5, baseline, 'student alone', color='tab:red', ha='right', va='bottom', fontsize=8)
-    ax.set_xticks(range(len(rows)), [row.label.replace(' (', '\n(') for row in rows],
-                  rotation=30, ha='right', fontsize=8)
+    ax.text(
+        len(rows) - 0.5,
+        baseline,
+        'student alone',
+        color='tab:red',
+        ha='right',
+        va='bottom',
+        fontsize=8,
+    )
+    ax.set_xticks(
+        range(len(rows)),
+        [row.label.replace(' (', '\n(') for row in rows],
+        rotation=30,
+        ha='right',
+        fontsize=8,
+    )
     ax.set_ylabel('top-1 accuracy (%)')
     ax.set_ylim(max(0.0, min(means) - 15), 100)
     ax.set_title(title, fontsize=10)
@@ -415,27 +556,36 @@ def main():
         for row in rows:
             for seed in seeds:
                 probe_dir = osp.join(work_root, f'seed{seed}', 'linear_probe', run_name(row.config))
-                probes[row.config, seed] = run_probe(row, results[row.config, seed].checkpoint, probe_dir,
-                                                     args.smoke)
+                probes[row.config, seed] = run_probe(
+                    row, results[row.config, seed].checkpoint, probe_dir, args.smoke
+                )
     print('\n' + format_table(rows, seeds, results, title, probes))
-    print('mean +- sample standard deviation over the seeds; "vs student alone": difference of the means '
-          '(points) from the student trained alone on the same view; time: wall time of a training run '
-          '(runs train in parallel)')
+    print(
+        'mean +- sample standard deviation over the seeds; "vs student alone": difference of the means '
+        '(points) from the student trained alone on the same view; time: wall time of a training run '
+        '(runs train in parallel)'
+    )
     if probes is not None:
-        print(f'linear probe: top-1 of a linear classifier trained for {1 if args.smoke else PROBE_EPOCHS} '
-              'epoch(s) on the frozen features of each network, on the digits rotated by 90 degrees '
-              f'({PROBE}; {PROBE_4PX} for the 4x4 students), per seed')
+        print(
+            f'linear probe: top-1 of a linear classifier trained for {1 if args.smoke else PROBE_EPOCHS} '
+            'epoch(s) on the frozen features of each network, on the digits rotated by 90 degrees '
+            f'({PROBE}; {PROBE_4PX} for the 4x4 students), per seed'
+        )
     chart = osp.join(work_root, 'frontier.png' if args.frontier else 'results.png')
     plot_results(rows, seeds, results, title, chart)
     print(f'Bar chart: {chart}')
     if not args.frontier:
         draw_pictures(picture_commands(results, seeds[0], work_root), work_root)
     print(f'Total wall time: {time.time() - start:.0f} s')
-    diverged = [(row.label, seed) for row in rows for seed in seeds if results[row.config, seed].diverged_at]
+    diverged = [
+        (row.label, seed) for row in rows for seed in seeds if results[row.config, seed].diverged_at
+    ]
     if diverged:
-        sys.exit('[demo] training diverged (a NaN or infinite loss) in: ' +
-                 '; '.join(f'{label}, seed {seed}' for label, seed in diverged) +
-                 ': their accuracies above are not results; see their logs')
+        sys.exit(
+            '[demo] training diverged (a NaN or infinite loss) in: '
+            + '; '.join(f'{label}, seed {seed}' for label, seed in diverged)
+            + ': their accuracies above are not results; see their logs'
+        )
 
 
 if __name__ == '__main__':

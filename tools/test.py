@@ -6,6 +6,7 @@ mmdet's ``DetVisualizationHook``, whichever the config uses. Importing crd_mm
 applies its compatibility patches and registers its modules; on machines
 without CUDA a distributed launch runs on the gloo backend.
 """
+
 import argparse
 import os.path as osp
 from copy import deepcopy
@@ -24,50 +25,47 @@ from crd_mm.utils.teacher_check import check_teachers
 TRAIN_TOOL = osp.join(osp.dirname(osp.abspath(__file__)), 'train.py')
 TEST_TEACHER_HINT = (
     "A checkpoint written by a distillation run holds its teachers' weights: to test it "
-    'without the teachers\' own files, set the keys above to None (e.g. --cfg-options '
-    'model.teacher_ckpt=None).')
+    "without the teachers' own files, set the keys above to None (e.g. --cfg-options "
+    'model.teacher_ckpt=None).'
+)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir', help='the directory to save evaluation metrics in')
+    parser.add_argument('--work-dir', help='the directory to save evaluation metrics in')
     parser.add_argument('--out', help='the file to write results to')
     parser.add_argument(
         '--out-item',
         choices=['metrics', 'pred'],
-        help='whether --out gets the metrics or the predictions '
-        '(default: predictions)')
+        help='whether --out gets the metrics or the predictions (default: predictions)',
+    )
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings with key=value pairs, e.g. '
-        'test_dataloader.batch_size=8 or key="[a,b]"; no white space allowed')
+        'test_dataloader.batch_size=8 or key="[a,b]"; no white space allowed',
+    )
+    parser.add_argument('--amp', action='store_true', help='test with mixed precision')
+    parser.add_argument('--show-dir', help='directory to save visualised predictions in')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--interval', type=int, default=1, help='visualise every N samples')
     parser.add_argument(
-        '--amp', action='store_true', help='test with mixed precision')
-    parser.add_argument(
-        '--show-dir', help='directory to save visualised predictions in')
-    parser.add_argument(
-        '--show', action='store_true', help='show predictions in a window')
-    parser.add_argument(
-        '--interval', type=int, default=1, help='visualise every N samples')
-    parser.add_argument(
-        '--wait-time',
-        type=float,
-        default=2,
-        help='seconds each shown window stays open')
+        '--wait-time', type=float, default=2, help='seconds each shown window stays open'
+    )
     parser.add_argument(
         '--no-pin-memory',
         action='store_true',
-        help='disable the pin_memory option of the dataloader')
+        help='disable the pin_memory option of the dataloader',
+    )
     parser.add_argument(
         '--tta',
         action='store_true',
-        help='test-time augmentation: the config\'s `tta_model` and '
-        '`tta_pipeline`, or by default flip TTA averaging class scores')
+        help="test-time augmentation: the config's `tta_model` and "
+        '`tta_pipeline`, or by default flip TTA averaging class scores',
+    )
     return parse_launcher_args(parser)
 
 
@@ -76,7 +74,8 @@ def enable_visualization(cfg, args):
     hook = cfg.default_hooks.get('visualization')
     assert hook is not None, (
         'No visualization hook in `default_hooks`; add e.g. '
-        '`visualization=dict(type="VisualizationHook")`')
+        '`visualization=dict(type="VisualizationHook")`'
+    )
     hook.show = args.show
     hook.wait_time = args.wait_time
     hook.interval = args.interval
@@ -103,10 +102,11 @@ def enable_tta(cfg):
         cfg.tta_pipeline = deepcopy(test_pipeline)
         cfg.tta_pipeline[-1] = dict(
             type='TestTimeAug',
-            transforms=[[
-                dict(type='RandomFlip', prob=1.),
-                dict(type='RandomFlip', prob=0.)
-            ], [test_pipeline[-1]]])
+            transforms=[
+                [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)],
+                [test_pipeline[-1]],
+            ],
+        )
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
@@ -119,8 +119,7 @@ def merge_args(cfg, args):
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
 
@@ -131,8 +130,7 @@ def merge_args(cfg, args):
     if args.tta:
         enable_tta(cfg)
 
-    loader_cfg = ConfigDict(
-        pin_memory=True, collate_fn=dict(type='default_collate'))
+    loader_cfg = ConfigDict(pin_memory=True, collate_fn=dict(type='default_collate'))
     loader_cfg.update(cfg.test_dataloader)
     if args.no_pin_memory:
         loader_cfg.pin_memory = False
@@ -150,7 +148,7 @@ def main():
 
     cfg = merge_args(Config.fromfile(args.config), args)
     check_teachers(cfg, train_tool=TRAIN_TOOL, extra_hint=TEST_TEACHER_HINT)
-    check_data(cfg, ('test_dataloader', ))
+    check_data(cfg, ('test_dataloader',))
     setup_cpu_distributed(cfg, args.launcher)
 
     if 'runner_type' in cfg:
@@ -159,8 +157,7 @@ def main():
         runner = Runner.from_cfg(cfg)
 
     if args.out and args.out_item in ('pred', None):
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)

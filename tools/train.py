@@ -4,6 +4,7 @@ Same flags and behaviour as mmpretrain 1.2.0's ``tools/train.py``. Importing
 crd_mm applies its compatibility patches and registers its modules; on
 machines without CUDA a distributed launch runs on the gloo backend.
 """
+
 import argparse
 import os.path as osp
 
@@ -29,39 +30,41 @@ def parse_args():
         type=str,
         const='auto',
         help='resume from the given checkpoint, or, without a value, from '
-        'the latest checkpoint in the work directory')
+        'the latest checkpoint in the work directory',
+    )
     parser.add_argument(
-        '--amp',
-        action='store_true',
-        help='enable automatic-mixed-precision training')
+        '--amp', action='store_true', help='enable automatic-mixed-precision training'
+    )
     parser.add_argument(
-        '--no-validate',
-        action='store_true',
-        help='do not evaluate checkpoints during training')
+        '--no-validate', action='store_true', help='do not evaluate checkpoints during training'
+    )
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
         help='scale the learning rate by the actual total batch size '
-        'relative to `auto_scale_lr.base_batch_size`')
+        'relative to `auto_scale_lr.base_batch_size`',
+    )
     parser.add_argument(
         '--no-pin-memory',
         action='store_true',
-        help='disable the pin_memory option of the dataloaders')
+        help='disable the pin_memory option of the dataloaders',
+    )
     parser.add_argument(
         '--no-persistent-workers',
         action='store_true',
-        help='disable the persistent_workers option of the dataloaders')
+        help='disable the persistent_workers option of the dataloaders',
+    )
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings with key=value pairs, e.g. '
-        'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed')
+        'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed',
+    )
     return parse_launcher_args(parser)
 
 
-def set_dataloader_defaults(cfg, fields, no_pin_memory=False,
-                            no_persistent_workers=False):
+def set_dataloader_defaults(cfg, fields, no_pin_memory=False, no_persistent_workers=False):
     """Fill dataloader defaults (pin memory, persistent workers, collate).
 
     Persistent workers default to on only when the loader has workers, since
@@ -70,8 +73,7 @@ def set_dataloader_defaults(cfg, fields, no_pin_memory=False,
     for field in fields:
         if cfg.get(field) is None:
             continue
-        loader_cfg = ConfigDict(
-            pin_memory=True, collate_fn=dict(type='default_collate'))
+        loader_cfg = ConfigDict(pin_memory=True, collate_fn=dict(type='default_collate'))
         if cfg[field].get('num_workers', 0) > 0:
             loader_cfg.persistent_workers = True
         loader_cfg.update(cfg[field])
@@ -95,8 +97,7 @@ def merge_args(cfg, args):
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -113,9 +114,11 @@ def merge_args(cfg, args):
         cfg.auto_scale_lr.enable = True
 
     set_dataloader_defaults(
-        cfg, ('train_dataloader', 'val_dataloader', 'test_dataloader'),
+        cfg,
+        ('train_dataloader', 'val_dataloader', 'test_dataloader'),
         no_pin_memory=args.no_pin_memory,
-        no_persistent_workers=args.no_persistent_workers)
+        no_persistent_workers=args.no_persistent_workers,
+    )
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -7,8 +7,7 @@ _base_ = [
     '../_base_/schedules/cifar100_crd_240e.py',
 ]
 
-model = dict(
-    backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280))
+model = dict(backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280))
 
 # the authors train MobileNetV2 / ShuffleNet networks with lr 0.01
 optim_wrapper = dict(optimizer=dict(lr=0.01))

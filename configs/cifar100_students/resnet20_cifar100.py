@@ -7,5 +7,4 @@ _base_ = [
     '../_base_/schedules/cifar100_crd_240e.py',
 ]
 
-model = dict(
-    backbone=dict(type='CifarResNet', arch='resnet20'), head=dict(in_channels=64))
+model = dict(backbone=dict(type='CifarResNet', arch='resnet20'), head=dict(in_channels=64))

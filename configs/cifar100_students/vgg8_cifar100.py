@@ -7,5 +7,4 @@ _base_ = [
     '../_base_/schedules/cifar100_crd_240e.py',
 ]
 
-model = dict(
-    backbone=dict(type='CifarVGG', arch='vgg8'), head=dict(in_channels=512))
+model = dict(backbone=dict(type='CifarVGG', arch='vgg8'), head=dict(in_channels=512))

@@ -7,6 +7,4 @@ _base_ = [
     '../_base_/schedules/cifar100_crd_240e.py',
 ]
 
-model = dict(
-    backbone=dict(type='CifarWideResNet', arch='wrn_40_2'),
-    head=dict(in_channels=128))
+model = dict(backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128))

@@ -21,12 +21,12 @@ model = dict(
     _scope_='mmrazor',
     type='SingleTeacherDistill',
     architecture=_base_.model,
-    teacher=dict(
-        _base_.model, backbone=dict(_base_.model.backbone, depth=34)),
+    teacher=dict(_base_.model, backbone=dict(_base_.model.backbone, depth=34)),
     # mmpretrain's resnet34_8xb32_in1k (fetched once into torch.hub's cache)
     teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
     'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
-    distiller=_base_.ckd_distiller)
+    distiller=_base_.ckd_distiller,
+)
 
 # 64 images per GPU on 8 GPUs: the authors' total batch of 512
 train_dataloader = dict(batch_size=64)

@@ -22,10 +22,21 @@ model = dict(
         _delete_=True,
         distill_losses=dict(
             _base_.crcd_distiller.distill_losses,
-            loss_crcd=dict(_base_.crcd_distiller.distill_losses.loss_crcd, include_self_pairs=False),
-            loss_crcd_grad=dict(_base_.crcd_distiller.distill_losses.loss_crcd_grad,
-                                student_channels=512, teacher_channels=512, include_self_pairs=False,
-                                gradient_reduction='sum', gradient_combine='add')),
+            loss_crcd=dict(
+                _base_.crcd_distiller.distill_losses.loss_crcd, include_self_pairs=False
+            ),
+            loss_crcd_grad=dict(
+                _base_.crcd_distiller.distill_losses.loss_crcd_grad,
+                student_channels=512,
+                teacher_channels=512,
+                include_self_pairs=False,
+                gradient_reduction='sum',
+                gradient_combine='add',
+            ),
+        ),
         connectors=dict(
             crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128))))
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128),
+        ),
+    )
+)

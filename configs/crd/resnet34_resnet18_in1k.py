@@ -21,8 +21,7 @@ model = dict(
     _scope_='mmrazor',
     type='SingleTeacherDistill',
     architecture=_base_.model,
-    teacher=dict(
-        _base_.model, backbone=dict(_base_.model.backbone, depth=34)),
+    teacher=dict(_base_.model, backbone=dict(_base_.model.backbone, depth=34)),
     # mmpretrain's resnet34_8xb32_in1k (fetched once into torch.hub's cache)
     teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
     'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
@@ -30,5 +29,7 @@ model = dict(
         _base_.crd_distiller,
         connectors=dict(
             crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128))))
-
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128),
+        ),
+    ),
+)

@@ -26,12 +26,14 @@ model = dict(
     type='CrossModalDistill',
     architecture=dict(
         _base_.model,
-        backbone=dict(_base_.model.backbone, in_channels=2),   # ab
-        head=dict(_base_.model.head, num_classes=num_classes)),
+        backbone=dict(_base_.model.backbone, in_channels=2),  # ab
+        head=dict(_base_.model.head, num_classes=num_classes),
+    ),
     teacher=dict(
         _base_.model,
-        backbone=dict(_base_.model.backbone, depth=50, in_channels=1),   # L
-        head=dict(_base_.model.head, num_classes=num_classes, in_channels=2048)),
+        backbone=dict(_base_.model.backbone, depth=50, in_channels=1),  # L
+        head=dict(_base_.model.head, num_classes=num_classes, in_channels=2048),
+    ),
     teacher_ckpt='work_dirs/crossmodal/resnet50_lab-l_imagefolder/epoch_100.pth',
     # the student's view (ab) is prepared by `data_preprocessor`, the teacher's (L) by this
     teacher_data_preprocessor=_base_.l_preprocessor,
@@ -39,7 +41,10 @@ model = dict(
         _base_.crd_distiller,
         connectors=dict(
             crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=2048, dim_out=128))))
+            crd_t=dict(type='CRDConnector', dim_in=2048, dim_out=128),
+        ),
+    ),
+)
 
 # validation scores the student on ab, then the teacher on L
 val_cfg = dict(type='mmrazor.CrossModalDistillValLoop')

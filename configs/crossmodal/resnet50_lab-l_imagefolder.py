@@ -16,14 +16,14 @@ custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
 
 num_classes = 1000  # the number of class folders of your dataset
 
-model = dict(
-    backbone=dict(in_channels=1),
-    head=dict(num_classes=num_classes))
+model = dict(backbone=dict(in_channels=1), head=dict(num_classes=num_classes))
 
 # the teacher's own training: L only, no second view
 data_preprocessor = _base_.l_preprocessor
-train_dataloader = dict(dataset=dict(
-    pipeline=_base_.train_crop + _base_.lab_l + [dict(type='PackInputs')]))
-val_dataloader = dict(dataset=dict(
-    pipeline=_base_.test_crop + _base_.lab_l + [dict(type='PackInputs')]))
+train_dataloader = dict(
+    dataset=dict(pipeline=_base_.train_crop + _base_.lab_l + [dict(type='PackInputs')])
+)
+val_dataloader = dict(
+    dataset=dict(pipeline=_base_.test_crop + _base_.lab_l + [dict(type='PackInputs')])
+)
 test_dataloader = val_dataloader

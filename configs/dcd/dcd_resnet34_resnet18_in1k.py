@@ -13,9 +13,13 @@ model = dict(
         _base_.dcd_distiller,
         _delete_=True,
         distill_losses=dict(
-            loss_dcd=dict(_base_.dcd_distiller.distill_losses.loss_dcd, learnable_logit_scale=False)),
+            loss_dcd=dict(_base_.dcd_distiller.distill_losses.loss_dcd, learnable_logit_scale=False)
+        ),
         connectors=dict(
             crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128))))
+            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128),
+        ),
+    )
+)
 
 custom_hooks = []

@@ -25,7 +25,9 @@ def _classifier(arch, width):
             type='LinearClsHead',
             num_classes=10,
             in_channels=width,
-            loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+            loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        ),
+    )
 
 
 teacher_net = _classifier('resnet20', 64)
@@ -40,7 +42,8 @@ data_preprocessor = dict(
     num_classes=10,
     mean=[77.85] * 3,
     std=[95.85] * 3,
-    to_rgb=False)
+    to_rgb=False,
+)
 
 # no flips: a mirrored digit is another glyph
 train_pipeline = [
@@ -59,27 +62,24 @@ train_dataloader = dict(
         type='SklearnDigits',
         split='train',
         samples_per_class=student_samples_per_class,
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
+        pipeline=train_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
 val_dataloader = dict(
     batch_size=128,
     num_workers=0,
-    dataset=dict(
-        _scope_='mmpretrain',
-        type='SklearnDigits',
-        split='test',
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1, ))
+    dataset=dict(_scope_='mmpretrain', type='SklearnDigits', split='test', pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1,))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 # The CRD paper's optimiser (SGD 0.05, momentum 0.9, wd 5e-4, batch 64) with
 # cosine decay, which suits a short schedule; the last epoch is reported.
-optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
-param_scheduler = dict(
-    type='CosineAnnealingLR', by_epoch=True, T_max=max_epochs, eta_min=0.0)
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=max_epochs, eta_min=0.0)
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
@@ -90,14 +90,15 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     # only the final checkpoint, epoch_{max_epochs}.pth
     checkpoint=dict(type='CheckpointHook', interval=-1, save_last=True),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+)
 
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='gloo'))
-visualizer = dict(
-    type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+    dist_cfg=dict(backend='gloo'),
+)
+visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 log_level = 'INFO'
 load_from = None
 resume = False

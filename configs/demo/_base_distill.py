@@ -23,13 +23,17 @@ model = dict(
         student_recorders=dict(
             feat=dict(type='ModuleOutputs', source='neck'),
             logits=dict(type='ModuleOutputs', source='head.fc'),
-            data_samples=dict(type='ModuleInputs', source='')),
+            data_samples=dict(type='ModuleInputs', source=''),
+        ),
         teacher_recorders=dict(
             feat=dict(type='ModuleOutputs', source='neck'),
-            logits=dict(type='ModuleOutputs', source='head.fc')),
+            logits=dict(type='ModuleOutputs', source='head.fc'),
+        ),
         distill_losses=dict(),
         connectors=dict(),
-        loss_forward_mappings=dict()))
+        loss_forward_mappings=dict(),
+    ),
+)
 
 val_cfg = dict(type='mmrazor.SingleTeacherDistillValLoop')
 
@@ -37,7 +41,8 @@ val_cfg = dict(type='mmrazor.SingleTeacherDistillValLoop')
 kd_loss = dict(type='KLDivergence', tau=4, loss_weight=1.0)
 kd_mapping = dict(
     preds_S=dict(from_student=True, recorder='logits'),
-    preds_T=dict(from_student=False, recorder='logits'))
+    preds_T=dict(from_student=False, recorder='logits'),
+)
 
 # CRD (Tian et al., ICLR 2020) with weight 0.8 on the pooled features through
 # one 128-d embedding head per network. The memory banks (one row per
@@ -51,11 +56,14 @@ crd_loss = dict(
     momentum=0.5,
     feat_dim=128,
     negative_sampling='class_exact',
-    positive='exact')
+    positive='exact',
+)
 crd_connectors = dict(
     crd_s=dict(type='CRDConnector', dim_in=_base_.student_feat_dim, dim_out=128),
-    crd_t=dict(type='CRDConnector', dim_in=_base_.teacher_feat_dim, dim_out=128))
+    crd_t=dict(type='CRDConnector', dim_in=_base_.teacher_feat_dim, dim_out=128),
+)
 crd_mapping = dict(
     s_feats=dict(from_student=True, recorder='feat', connector='crd_s'),
     t_feats=dict(from_student=False, recorder='feat', connector='crd_t'),
-    data_samples=dict(from_student=True, recorder='data_samples', data_idx=1))
+    data_samples=dict(from_student=True, recorder='data_samples', data_idx=1),
+)

@@ -9,7 +9,8 @@ data_preprocessor = dict(
     num_classes=10,
     mean=[77.85] * 3,
     std=[95.85] * 3,
-    to_rgb=False)
+    to_rgb=False,
+)
 
 rotate = dict(type='Rotate', angle=90.0, prob=1.0, random_negative_prob=0.0, pad_val=0)
 probe_view = [dict(type='Resize', scale=16)]
@@ -19,10 +20,12 @@ train_dataloader = dict(
     batch_size=64,
     num_workers=0,
     dataset=dict(type='SklearnDigits', split='train', pipeline=probe_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
 test_dataloader = dict(
     batch_size=128,
     num_workers=0,
     dataset=dict(type='SklearnDigits', split='test', pipeline=probe_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-test_evaluator = dict(type='Accuracy', topk=(1, ))
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+test_evaluator = dict(type='Accuracy', topk=(1,))

@@ -9,4 +9,8 @@ model = dict(
         loss_forward_mappings=dict(
             loss_ckd=dict(
                 s_logits=dict(from_student=True, recorder='logits'),
-                t_logits=dict(from_student=False, recorder='logits')))))
+                t_logits=dict(from_student=False, recorder='logits'),
+            )
+        ),
+    )
+)

@@ -7,6 +7,8 @@ model = dict(
     distiller=dict(
         distill_losses=dict(loss_crd=_base_.crd_loss),
         connectors=_base_.crd_connectors,
-        loss_forward_mappings=dict(loss_crd=_base_.crd_mapping)))
+        loss_forward_mappings=dict(loss_crd=_base_.crd_mapping),
+    )
+)
 
 custom_hooks = [dict(type='CRDMemoryBankHook')]

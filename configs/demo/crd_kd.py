@@ -5,4 +5,6 @@ _base_ = ['./crd.py']
 model = dict(
     distiller=dict(
         distill_losses=dict(loss_kd=_base_.kd_loss),
-        loss_forward_mappings=dict(loss_kd=_base_.kd_mapping)))
+        loss_forward_mappings=dict(loss_kd=_base_.kd_mapping),
+    )
+)

@@ -15,11 +15,19 @@ model = dict(
     distiller=dict(
         distill_losses=dict(loss_crd=_base_.crd_loss),
         connectors=_base_.crd_connectors,
-        loss_forward_mappings=dict(loss_crd=_base_.crd_mapping)))
+        loss_forward_mappings=dict(loss_crd=_base_.crd_mapping),
+    ),
+)
 
 pack = dict(type='PackInputs', algorithm_keys=['teacher_inputs'])
-train_dataloader = dict(dataset=dict(
-    pipeline=_base_.shared_train_transforms + [_base_.teacher_view] + _base_.student_view + [pack]))
+train_dataloader = dict(
+    dataset=dict(
+        pipeline=_base_.shared_train_transforms
+        + [_base_.teacher_view]
+        + _base_.student_view
+        + [pack]
+    )
+)
 val_dataloader = dict(dataset=dict(pipeline=[_base_.teacher_view] + _base_.student_view + [pack]))
 test_dataloader = val_dataloader
 

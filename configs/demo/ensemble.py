@@ -16,10 +16,20 @@ _base_ = ['./_base_digits.py']
 
 default_scope = 'mmrazor'
 
-__crd = dict(type='CRDLoss', loss_weight=0.8, temperature=0.07, num_negatives=64, momentum=0.5,
-             feat_dim=128, negative_sampling='class_exact', positive='exact')
-__recorders = dict(feat=dict(type='ModuleOutputs', source='neck'),
-                   logits=dict(type='ModuleOutputs', source='head.fc'))
+__crd = dict(
+    type='CRDLoss',
+    loss_weight=0.8,
+    temperature=0.07,
+    num_negatives=64,
+    momentum=0.5,
+    feat_dim=128,
+    negative_sampling='class_exact',
+    positive='exact',
+)
+__recorders = dict(
+    feat=dict(type='ModuleOutputs', source='neck'),
+    logits=dict(type='ModuleOutputs', source='head.fc'),
+)
 __data_samples = dict(from_student=True, recorder='data_samples', data_idx=1)
 
 model = dict(
@@ -27,10 +37,14 @@ model = dict(
     type='MultiTeacherDistill',
     architecture=_base_.student_net,
     teachers=dict(
-        resnet20=dict(cfg_path='{{ fileDirname }}/teacher.py',
-                      ckpt='work_dirs/demo/teacher/epoch_15.pth'),
-        wrn_16_2=dict(cfg_path='{{ fileDirname }}/teacher_wrn.py',
-                      ckpt='work_dirs/demo/teacher_wrn/epoch_15.pth')),
+        resnet20=dict(
+            cfg_path='{{ fileDirname }}/teacher.py', ckpt='work_dirs/demo/teacher/epoch_15.pth'
+        ),
+        wrn_16_2=dict(
+            cfg_path='{{ fileDirname }}/teacher_wrn.py',
+            ckpt='work_dirs/demo/teacher_wrn/epoch_15.pth',
+        ),
+    ),
     distiller=dict(
         type='MultiTeacherDistiller',
         student_recorders=dict(__recorders, data_samples=dict(type='ModuleInputs', source='')),
@@ -38,26 +52,44 @@ model = dict(
         distill_losses=dict(
             loss_kd=dict(type='KLDivergence', tau=4, loss_weight=1.0),
             loss_crd_resnet20=__crd,
-            loss_crd_wrn_16_2=__crd),
+            loss_crd_wrn_16_2=__crd,
+        ),
         connectors=dict(
             crd_s_resnet20=dict(type='CRDConnector', dim_in=_base_.student_feat_dim, dim_out=128),
             crd_s_wrn_16_2=dict(type='CRDConnector', dim_in=_base_.student_feat_dim, dim_out=128),
             crd_t_resnet20=dict(type='CRDConnector', dim_in=_base_.teacher_feat_dim, dim_out=128),
-            crd_t_wrn_16_2=dict(type='CRDConnector', dim_in=128, dim_out=128)),
+            crd_t_wrn_16_2=dict(type='CRDConnector', dim_in=128, dim_out=128),
+        ),
         loss_forward_mappings=dict(
             loss_kd=dict(
                 preds_S=dict(from_student=True, recorder='logits'),
-                preds_T=dict(from_student=False, teacher=['resnet20', 'wrn_16_2'], recorder='logits')),
+                preds_T=dict(
+                    from_student=False, teacher=['resnet20', 'wrn_16_2'], recorder='logits'
+                ),
+            ),
             loss_crd_resnet20=dict(
                 s_feats=dict(from_student=True, recorder='feat', connector='crd_s_resnet20'),
-                t_feats=dict(from_student=False, teacher='resnet20', recorder='feat',
-                             connector='crd_t_resnet20'),
-                data_samples=__data_samples),
+                t_feats=dict(
+                    from_student=False,
+                    teacher='resnet20',
+                    recorder='feat',
+                    connector='crd_t_resnet20',
+                ),
+                data_samples=__data_samples,
+            ),
             loss_crd_wrn_16_2=dict(
                 s_feats=dict(from_student=True, recorder='feat', connector='crd_s_wrn_16_2'),
-                t_feats=dict(from_student=False, teacher='wrn_16_2', recorder='feat',
-                             connector='crd_t_wrn_16_2'),
-                data_samples=__data_samples))))
+                t_feats=dict(
+                    from_student=False,
+                    teacher='wrn_16_2',
+                    recorder='feat',
+                    connector='crd_t_wrn_16_2',
+                ),
+                data_samples=__data_samples,
+            ),
+        ),
+    ),
+)
 
 custom_hooks = [dict(type='CRDMemoryBankHook')]
 # validation scores the student, then each teacher (teacher.<name>.accuracy/top1)

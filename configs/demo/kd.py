@@ -4,4 +4,6 @@ _base_ = ['./_base_distill.py']
 model = dict(
     distiller=dict(
         distill_losses=dict(loss_kd=_base_.kd_loss),
-        loss_forward_mappings=dict(loss_kd=_base_.kd_mapping)))
+        loss_forward_mappings=dict(loss_kd=_base_.kd_mapping),
+    )
+)

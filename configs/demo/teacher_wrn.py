@@ -6,4 +6,5 @@ _base_ = ['./teacher.py']
 
 model = dict(
     backbone=dict(_delete_=True, type='CifarWideResNet', arch='wrn_16_2'),
-    head=dict(in_channels=128))
+    head=dict(in_channels=128),
+)

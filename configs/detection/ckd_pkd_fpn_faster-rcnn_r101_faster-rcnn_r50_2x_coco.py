@@ -15,11 +15,17 @@ model = dict(
     distiller=dict(
         student_recorders=dict(
             rois=dict(type='ModuleInputs', source='roi_head.bbox_roi_extractor'),
-            cls_score=dict(type='ModuleOutputs', source='roi_head.bbox_head.fc_cls')),
+            cls_score=dict(type='ModuleOutputs', source='roi_head.bbox_head.fc_cls'),
+        ),
         teacher_recorders=dict(
-            cls_score=dict(type='ModuleOutputs', source='roi_head.bbox_head.fc_cls')),
+            cls_score=dict(type='ModuleOutputs', source='roi_head.bbox_head.fc_cls')
+        ),
         distill_losses=dict(loss_ckd=dict(type='CKDLoss', loss_weight=0.1, temperature=1.0)),
         loss_forward_mappings=dict(
             loss_ckd=dict(
                 s_logits=dict(from_student=True, recorder='cls_score'),
-                t_logits=dict(from_student=False, recorder='cls_score')))))
+                t_logits=dict(from_student=False, recorder='cls_score'),
+            )
+        ),
+    ),
+)

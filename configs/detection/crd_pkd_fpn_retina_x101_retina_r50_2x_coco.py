@@ -10,8 +10,10 @@ custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
 # PackDetInputs drops unless it is a meta key. Keep the base pipeline and only extend the
 # packing transform's meta_keys (mmdet's defaults when the base sets none).
 __pipeline = _base_.train_dataloader.dataset.pipeline
-__meta_keys = __pipeline[-1].get('meta_keys', ('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                               'scale_factor', 'flip', 'flip_direction'))
+__meta_keys = __pipeline[-1].get(
+    'meta_keys',
+    ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip', 'flip_direction'),
+)
 train_pipeline = [*__pipeline[:-1], dict(__pipeline[-1], meta_keys=(*__meta_keys, 'sample_idx'))]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
@@ -19,20 +21,33 @@ model = dict(
     distiller=dict(
         student_recorders=dict(
             c5=dict(type='ModuleOutputs', source='backbone'),
-            data_samples=dict(type='ModuleInputs', source='')),
+            data_samples=dict(type='ModuleInputs', source=''),
+        ),
         teacher_recorders=dict(c5=dict(type='ModuleOutputs', source='backbone')),
         connectors=dict(
             crd_s=dict(type='CRDConnector', dim_in=2048, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=2048, dim_out=128)),
+            crd_t=dict(type='CRDConnector', dim_in=2048, dim_out=128),
+        ),
         distill_losses=dict(
             # COCO images have no single class: negatives are any other training image.
-            loss_crd=dict(type='CRDLoss', loss_weight=0.8, num_negatives=16384, feat_dim=128,
-                          negative_sampling='uniform', positive='exact')),
+            loss_crd=dict(
+                type='CRDLoss',
+                loss_weight=0.8,
+                num_negatives=16384,
+                feat_dim=128,
+                negative_sampling='uniform',
+                positive='exact',
+            )
+        ),
         loss_forward_mappings=dict(
             loss_crd=dict(
                 s_feats=dict(from_student=True, recorder='c5', connector='crd_s'),
                 t_feats=dict(from_student=False, recorder='c5', connector='crd_t'),
-                data_samples=dict(from_student=True, recorder='data_samples', data_idx=1)))))
+                data_samples=dict(from_student=True, recorder='data_samples', data_idx=1),
+            )
+        ),
+    )
+)
 
 # Builds the banks (one row per training image), updates them after every step and
 # keeps them in checkpoints.

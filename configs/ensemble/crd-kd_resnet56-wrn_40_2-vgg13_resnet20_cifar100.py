@@ -26,7 +26,8 @@ __teacher_widths = dict(resnet56=64, wrn_40_2=128, vgg13=512)
 __student_width = 64
 __recorders = dict(
     feat=dict(type='ModuleOutputs', source='neck'),
-    logits=dict(type='ModuleOutputs', source='head.fc'))
+    logits=dict(type='ModuleOutputs', source='head.fc'),
+)
 __crd = _base_.crd_distiller.distill_losses.loss_crd
 
 model = dict(
@@ -36,36 +37,49 @@ model = dict(
     architecture=dict(
         _base_.model,
         backbone=dict(type='CifarResNet', arch='resnet20'),
-        head=dict(_base_.model.head, in_channels=__student_width)),
+        head=dict(_base_.model.head, in_channels=__student_width),
+    ),
     teachers={
         name: dict(
             cfg_path='{{ fileDirname }}/../cifar100_teachers/' + name + '_cifar100.py',
-            ckpt='work_dirs/' + name + '_cifar100/epoch_240.pth')
+            ckpt='work_dirs/' + name + '_cifar100/epoch_240.pth',
+        )
         for name in __teacher_widths
     },
     distiller=dict(
         type='MultiTeacherDistiller',
-        student_recorders=dict(
-            __recorders, data_samples=dict(type='ModuleInputs', source='')),
+        student_recorders=dict(__recorders, data_samples=dict(type='ModuleInputs', source='')),
         teacher_recorders={name: __recorders for name in __teacher_widths},
         distill_losses=dict(
             loss_kd=dict(type='KLDivergence', tau=4, loss_weight=1.0),
-            **{'loss_crd_' + name: __crd for name in __teacher_widths}),
+            **{'loss_crd_' + name: __crd for name in __teacher_widths},
+        ),
         connectors=dict(
-            **{'crd_s_' + name: dict(type='CRDConnector', dim_in=__student_width, dim_out=128)
-               for name in __teacher_widths},
-            **{'crd_t_' + name: dict(type='CRDConnector', dim_in=width, dim_out=128)
-               for name, width in __teacher_widths.items()}),
+            **{
+                'crd_s_' + name: dict(type='CRDConnector', dim_in=__student_width, dim_out=128)
+                for name in __teacher_widths
+            },
+            **{
+                'crd_t_' + name: dict(type='CRDConnector', dim_in=width, dim_out=128)
+                for name, width in __teacher_widths.items()
+            },
+        ),
         loss_forward_mappings=dict(
             loss_kd=dict(
                 preds_S=dict(from_student=True, recorder='logits'),
                 # a list of teachers: the mean of their logits
-                preds_T=dict(from_student=False, teacher=list(__teacher_widths), recorder='logits')),
+                preds_T=dict(from_student=False, teacher=list(__teacher_widths), recorder='logits'),
+            ),
             **{
                 'loss_crd_' + name: dict(
                     s_feats=dict(from_student=True, recorder='feat', connector='crd_s_' + name),
-                    t_feats=dict(from_student=False, teacher=name, recorder='feat',
-                                 connector='crd_t_' + name),
-                    data_samples=dict(from_student=True, recorder='data_samples', data_idx=1))
+                    t_feats=dict(
+                        from_student=False, teacher=name, recorder='feat', connector='crd_t_' + name
+                    ),
+                    data_samples=dict(from_student=True, recorder='data_samples', data_idx=1),
+                )
                 for name in __teacher_widths
-            })))
+            },
+        ),
+    ),
+)

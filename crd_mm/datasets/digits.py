@@ -1,4 +1,5 @@
 """scikit-learn's bundled handwritten digits as an mmpretrain dataset (the demo's data)."""
+
 from typing import List, Optional
 
 import numpy as np
@@ -34,19 +35,23 @@ class SklearnDigits(BaseDataset):
 
     METAINFO = dict(classes=tuple(str(d) for d in range(10)))
 
-    def __init__(self,
-                 split: str = 'train',
-                 test_every: int = 5,
-                 samples_per_class: Optional[int] = None,
-                 **kwargs):
+    def __init__(
+        self,
+        split: str = 'train',
+        test_every: int = 5,
+        samples_per_class: Optional[int] = None,
+        **kwargs,
+    ):
         if split not in ('train', 'test'):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if int(test_every) != test_every or test_every < 2:
             raise ValueError(f'test_every must be an integer >= 2, got {test_every!r}')
-        if samples_per_class is not None and (int(samples_per_class) != samples_per_class
-                                              or samples_per_class < 1):
-            raise ValueError('samples_per_class must be a positive integer or None, '
-                             f'got {samples_per_class!r}')
+        if samples_per_class is not None and (
+            int(samples_per_class) != samples_per_class or samples_per_class < 1
+        ):
+            raise ValueError(
+                f'samples_per_class must be a positive integer or None, got {samples_per_class!r}'
+            )
         self.split = split
         self.test_every = int(test_every)
         self.samples_per_class = samples_per_class
@@ -55,6 +60,7 @@ class SklearnDigits(BaseDataset):
 
     def load_data_list(self) -> List[dict]:
         from sklearn.datasets import load_digits
+
         digits = load_digits()
         images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
         data_list = []
@@ -67,9 +73,12 @@ class SklearnDigits(BaseDataset):
                 continue
             if self.samples_per_class is None or kept[label] < self.samples_per_class:
                 kept[label] += 1
-                data_list.append(dict(
-                    img=np.repeat(image[..., None], 3, axis=2),
-                    img_shape=image.shape,
-                    ori_shape=image.shape,
-                    gt_label=int(label)))
+                data_list.append(
+                    dict(
+                        img=np.repeat(image[..., None], 3, axis=2),
+                        img_shape=image.shape,
+                        ori_shape=image.shape,
+                        gt_label=int(label),
+                    )
+                )
         return data_list

@@ -1,4 +1,5 @@
 """Validation of a cross-modal distiller: the student on its view, the teacher on its own."""
+
 import torch
 from mmengine.model import is_model_wrapper
 from mmengine.runner import autocast
@@ -21,9 +22,11 @@ class CrossModalDistillValLoop(SingleTeacherDistillValLoop):
         super().__init__(runner, dataloader, evaluator, fp16)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not hasattr(model, 'teacher_val_step'):
-            raise TypeError('CrossModalDistillValLoop validates a CrossModalDistill model (it scores the '
-                            f'teacher on its own view); got {type(model).__name__}. Use '
-                            "val_cfg=dict(type='mmrazor.SingleTeacherDistillValLoop') for other distillers")
+            raise TypeError(
+                'CrossModalDistillValLoop validates a CrossModalDistill model (it scores the '
+                f'teacher on its own view); got {type(model).__name__}. Use '
+                "val_cfg=dict(type='mmrazor.SingleTeacherDistillValLoop') for other distillers"
+            )
         self.distiller_model = model
 
     @torch.no_grad()
@@ -32,4 +35,6 @@ class CrossModalDistillValLoop(SingleTeacherDistillValLoop):
         with autocast(enabled=self.fp16):
             outputs = self.distiller_model.teacher_val_step(data_batch)
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
-        self.runner.call_hook('after_val_iter', batch_idx=idx, data_batch=data_batch, outputs=outputs)
+        self.runner.call_hook(
+            'after_val_iter', batch_idx=idx, data_batch=data_batch, outputs=outputs
+        )

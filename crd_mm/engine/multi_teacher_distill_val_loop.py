@@ -1,4 +1,5 @@
 """Validation of an ensemble distiller: the student, then every teacher, on the same data."""
+
 import torch
 from mmengine.model import is_model_wrapper
 from mmengine.runner import ValLoop, autocast
@@ -23,9 +24,11 @@ class MultiTeacherDistillValLoop(ValLoop):
         super().__init__(runner, dataloader, evaluator, fp16)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not isinstance(getattr(model, 'teachers', None), nn.ModuleDict):
-            raise TypeError('MultiTeacherDistillValLoop validates a MultiTeacherDistill model (named '
-                            f'teachers); got {type(model).__name__}. Use mmengine\'s ValLoop (val_cfg=dict()) '
-                            "or mmrazor's SingleTeacherDistillValLoop for one teacher")
+            raise TypeError(
+                'MultiTeacherDistillValLoop validates a MultiTeacherDistill model (named '
+                f"teachers); got {type(model).__name__}. Use mmengine's ValLoop (val_cfg=dict()) "
+                "or mmrazor's SingleTeacherDistillValLoop for one teacher"
+            )
         self.distiller_model = model
 
     def run(self) -> dict:
@@ -41,7 +44,9 @@ class MultiTeacherDistillValLoop(ValLoop):
             for data_batch in self.dataloader:
                 self.run_teacher_iter(teacher, data_batch)
             teacher_metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-            metrics.update({f'teacher.{name}.{key}': value for key, value in teacher_metrics.items()})
+            metrics.update(
+                {f'teacher.{name}.{key}': value for key, value in teacher_metrics.items()}
+            )
         self.runner.call_hook('after_val_epoch', metrics=metrics)
         self.runner.call_hook('after_val')
         return metrics

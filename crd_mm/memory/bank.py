@@ -7,6 +7,7 @@ by :class:`~crd_mm.memory.CRDMemoryBankHook`; losses that derive from
 hook then applies the staged updates of *all* ranks at once, so every rank holds
 bit-identical banks, and nothing is part of the DDP-wrapped model's state.
 """
+
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -28,7 +29,7 @@ def all_gather_varying(tensor: torch.Tensor) -> List[torch.Tensor]:
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [int(s.item()) for s in dist.all_gather(size)]
     padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
-    padded[:tensor.shape[0]] = tensor
+    padded[: tensor.shape[0]] = tensor
     return [part[:n] for part, n in zip(dist.all_gather(padded), sizes)]
 
 
@@ -37,8 +38,14 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather_varying(tensor))
 
 
-def initial_rows(num_samples: int, feat_dim: int, stream: int, dtype=torch.float32, start: int = 0,
-                 stop: Optional[int] = None) -> torch.Tensor:
+def initial_rows(
+    num_samples: int,
+    feat_dim: int,
+    stream: int,
+    dtype=torch.float32,
+    start: int = 0,
+    stop: Optional[int] = None,
+) -> torch.Tensor:
     """Rows ``[start, stop)`` of CRD's initial N x D bank, uniform in [-s, s], s = 1 / sqrt(D / 3), on the CPU.
 
     The rows are always drawn on the CPU (and moved by the caller): CUDA's
@@ -59,11 +66,13 @@ def initial_rows(num_samples: int, feat_dim: int, stream: int, dtype=torch.float
         low, high = chunk * size, min((chunk + 1) * size, num_samples)
         generator = torch.Generator().manual_seed(stream * INIT_CHUNKS + chunk)
         if start <= low and high <= stop:  # a whole chunk: drawn in place
-            rows[low - start:high - start].uniform_(-stdv, stdv, generator=generator)
+            rows[low - start : high - start].uniform_(-stdv, stdv, generator=generator)
         else:  # a chunk cut by the slice: drawn whole, only the overlap kept
-            drawn = torch.empty(high - low, feat_dim, dtype=dtype).uniform_(-stdv, stdv, generator=generator)
+            drawn = torch.empty(high - low, feat_dim, dtype=dtype).uniform_(
+                -stdv, stdv, generator=generator
+            )
             first, last = max(low, start), min(high, stop)
-            rows[first - start:last - start] = drawn[first - low:last - low]
+            rows[first - start : last - start] = drawn[first - low : last - low]
 
     chunks = range(start // size, -(-stop // size)) if stop > start else range(0)
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
@@ -71,8 +80,12 @@ def initial_rows(num_samples: int, feat_dim: int, stream: int, dtype=torch.float
     return rows
 
 
-def first_batch_normalizers(scores_student: torch.Tensor, scores_teacher: torch.Tensor, population: int,
-                            valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def first_batch_normalizers(
+    scores_student: torch.Tensor,
+    scores_teacher: torch.Tensor,
+    population: int,
+    valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """(Z_s, Z_t) = mean(exp(score)) x population over one batch's (``valid``) scores, averaged over ranks.
 
     ``population`` is the size of the set the negatives are drawn from (N for
@@ -88,12 +101,14 @@ def first_batch_normalizers(scores_student: torch.Tensor, scores_teacher: torch.
     if not torch.isfinite(z).all():
         raise FloatingPointError(
             f'CRD normalisation constants from the first batch are not finite ({z.tolist()}): '
-            'the embeddings or the temperature produce overflowing scores')
+            'the embeddings or the temperature produce overflowing scores'
+        )
     return z
 
 
-def gathered_updates(staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], feat_dim: int,
-                     device) -> Tuple[torch.Tensor, torch.Tensor]:
+def gathered_updates(
+    staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], feat_dim: int, device
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Every rank's staged (index, [student | teacher]) rows, under the memories' update rules. Collective.
 
     Rows with non-finite embeddings are dropped with a warning. An index seen
@@ -110,20 +125,26 @@ def gathered_updates(staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor
     idx, rows = gather_rows(idx.to(device)), gather_rows(rows.to(device))
     finite = torch.isfinite(rows).all(dim=1)
     if not bool(finite.all()):
-        print_log(f'memory bank: skipped the update of {int((~finite).sum())} sample(s) '
-                  'with non-finite embeddings; the bank rows keep their values',
-                  logger='current', level=30)
+        print_log(
+            f'memory bank: skipped the update of {int((~finite).sum())} sample(s) '
+            'with non-finite embeddings; the bank rows keep their values',
+            logger='current',
+            level=30,
+        )
         idx, rows = idx[finite], rows[finite]
     if idx.numel() == 0:
         return idx, rows
     unique, inverse = torch.unique(idx, return_inverse=True)
     first = torch.full_like(unique, idx.numel()).scatter_reduce_(
-        0, inverse, torch.arange(idx.numel(), device=idx.device), reduce='amin')
+        0, inverse, torch.arange(idx.numel(), device=idx.device), reduce='amin'
+    )
     first = first.sort().values
     return idx[first], rows[first]
 
 
-def momentum_update(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float) -> torch.Tensor:
+def momentum_update(
+    bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float
+) -> torch.Tensor:
     """bank[rows] = normalize(m * bank[rows] + (1 - m) * new), in place; returns the mixes' norms.
 
     A mix that cancels to zero stays zero instead of becoming NaN; float64
@@ -146,6 +167,7 @@ class Contrast(NamedTuple):
     valid); ``noise_size``: the size of the set negatives come from (Pn = 1 /
     noise_size).
     """
+
     student: torch.Tensor
     teacher: torch.Tensor
     positive: torch.Tensor
@@ -171,14 +193,16 @@ class ContrastMemoryBank:
             (the hook makes sure of it).
     """
 
-    def __init__(self,
-                 num_samples: int,
-                 feat_dim: int,
-                 momentum: float,
-                 labels: Optional[torch.Tensor] = None,
-                 device='cpu',
-                 dtype=torch.float32,
-                 seed: int = 0):
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        momentum: float,
+        labels: Optional[torch.Tensor] = None,
+        device='cpu',
+        dtype=torch.float32,
+        seed: int = 0,
+    ):
         if num_samples < 2:
             raise ValueError(f'a memory bank needs at least 2 samples, got {num_samples}')
         self.num_samples = num_samples
@@ -204,27 +228,45 @@ class ContrastMemoryBank:
     def fingerprint(self) -> torch.Tensor:
         """A float64 checksum of both banks, Z and the written mask, to compare banks across ranks cheaply."""
         weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        z = torch.zeros(2, device=self.device, dtype=torch.float64) if self.normalizers is None \
+        z = (
+            torch.zeros(2, device=self.device, dtype=torch.float64)
+            if self.normalizers is None
             else self.normalizers.double()
-        return torch.cat([torch.stack([self.student.double().matmul(weights).sum(),
-                                       self.teacher.double().matmul(weights).sum(),
-                                       self.written.double().sum()]), z])
+        )
+        return torch.cat(
+            [
+                torch.stack(
+                    [
+                        self.student.double().matmul(weights).sum(),
+                        self.teacher.double().matmul(weights).sum(),
+                        self.written.double().sum(),
+                    ]
+                ),
+                z,
+            ]
+        )
 
     def _index_classes(self, labels):
         """Sort sample indices by class so that per-class draws are offsets into one array."""
         labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
         if labels.shape != (self.num_samples,):
-            raise ValueError(f'expected one label per sample ({self.num_samples}), '
-                             f'got labels of shape {tuple(labels.shape)}')
+            raise ValueError(
+                f'expected one label per sample ({self.num_samples}), '
+                f'got labels of shape {tuple(labels.shape)}'
+            )
         if labels.min() < 0:
-            raise ValueError('class-aware sampling needs a non-negative class label for every sample')
+            raise ValueError(
+                'class-aware sampling needs a non-negative class label for every sample'
+            )
         self.labels = labels
         self.order = torch.argsort(labels, stable=True)
         self.class_count = torch.bincount(labels)
         self.class_start = torch.cumsum(self.class_count, 0) - self.class_count
         if int(self.class_count.max()) == self.num_samples:
-            raise ValueError('every training sample has the same class: class-aware negatives '
-                             "are impossible; use negative_sampling='uniform'")
+            raise ValueError(
+                'every training sample has the same class: class-aware negatives '
+                "are impossible; use negative_sampling='uniform'"
+            )
 
     # ----------------------------------------------------------------- sampling
     def reseed(self, iteration: int):
@@ -239,7 +281,8 @@ class ContrastMemoryBank:
             raise IndexError(
                 f'sample_idx {bad} outside the memory bank of {self.num_samples} samples. The '
                 'bank is sized from the training dataset by CRDMemoryBankHook; the indices must '
-                "be that dataset's own indices (mmengine's BaseDataset sets them).")
+                "be that dataset's own indices (mmengine's BaseDataset sets them)."
+            )
 
     def check_labels(self, idx: torch.Tensor, labels: torch.Tensor):
         """Raise if the batch's labels disagree with the training set's labels the bank was built from."""
@@ -251,12 +294,15 @@ class ContrastMemoryBank:
                 f'sample {int(idx[i])} has label {int(labels[i])} in its data sample but '
                 f'{int(expected[i])} in the training set the memory bank was built from: the '
                 'sample indices do not point into the training dataset (a dataset wrapper or a '
-                'different dataset?); CRD needs the dataset\'s own indices')
+                "different dataset?); CRD needs the dataset's own indices"
+            )
 
     def _require_labels(self, what):
         if self.labels is None:
-            raise ValueError(f'{what} needs class labels, but the training dataset provides none '
-                             "(no get_gt_labels()); use negative_sampling='uniform' and positive='exact'")
+            raise ValueError(
+                f'{what} needs class labels, but the training dataset provides none '
+                "(no get_gt_labels()); use negative_sampling='uniform' and positive='exact'"
+            )
 
     def positives(self, idx: torch.Tensor, mode: str) -> torch.Tensor:
         """The positive of each sample: itself ('exact') or a random same-class sample ('relax')."""
@@ -264,8 +310,10 @@ class ContrastMemoryBank:
             return idx
         self._require_labels("positive='relax'")
         cls = self.labels[idx]
-        offset = torch.rand(idx.shape, generator=self.sampler, device=self.device,
-                            dtype=torch.float64) * self.class_count[cls]
+        offset = (
+            torch.rand(idx.shape, generator=self.sampler, device=self.device, dtype=torch.float64)
+            * self.class_count[cls]
+        )
         offset = offset.long().clamp_(max=self.class_count[cls] - 1)
         return self.order[self.class_start[cls] + offset]
 
@@ -282,7 +330,9 @@ class ContrastMemoryBank:
         if shared:
             return torch.randint(0, self.num_samples, (num,), generator=gen, device=dev)
         if mode == 'uniform':
-            neg = torch.randint(0, self.num_samples - 1, (idx.numel(), num), generator=gen, device=dev)
+            neg = torch.randint(
+                0, self.num_samples - 1, (idx.numel(), num), generator=gen, device=dev
+            )
             return neg + (neg >= idx[:, None]).long()
         self._require_labels("negative_sampling='class_exact'")
         cls = self.labels[idx]
@@ -293,7 +343,9 @@ class ContrastMemoryBank:
         return self.order[offset]
 
     # ---------------------------------------------------------------- reading
-    def contrast_rows(self, *indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
+    def contrast_rows(
+        self, *indices: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
         """The student rows, teacher rows and ``indices`` into them: here the banks and the indices themselves.
 
         The one way losses read rows, so that a ``ShardedMemoryBank`` can fetch them instead.
@@ -305,31 +357,50 @@ class ContrastMemoryBank:
         student, teacher, (positive, negative) = self.contrast_rows(positive, negative)
         return Contrast(student, teacher, positive, negative, None, self.num_samples)
 
-    def contrast(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor, positive: str,
-                 num_negatives: int, negative_sampling: str, shared: bool) -> Contrast:
+    def contrast(
+        self,
+        idx: torch.Tensor,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        positive: str,
+        num_negatives: int,
+        negative_sampling: str,
+        shared: bool,
+    ) -> Contrast:
         """Draw the batch's positives and negatives and select their rows (one call per loss step).
 
         ``student``/``teacher`` (the batch's embeddings) are not read by a bank;
         a ``ContrastQueue`` takes the same call.
         """
-        return self.select(self.positives(idx, positive), self.negatives(idx, num_negatives, negative_sampling, shared))
+        return self.select(
+            self.positives(idx, positive),
+            self.negatives(idx, num_negatives, negative_sampling, shared),
+        )
 
     # ---------------------------------------------------------- normalisation
-    def log_normalizers(self, scores_student: torch.Tensor, scores_teacher: torch.Tensor,
-                        valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def log_normalizers(
+        self,
+        scores_student: torch.Tensor,
+        scores_teacher: torch.Tensor,
+        valid: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """(log Z_s, log Z_t) for scores s = <row, anchor> / T, with P = exp(s) / Z.
 
         Z is set once from the first batch (mean of exp(s) x N, averaged over
         ranks: a collective on that batch) and then kept, as in the paper.
         """
         if self.normalizers is None:
-            self.normalizers = first_batch_normalizers(scores_student, scores_teacher, self.num_samples, valid)
+            self.normalizers = first_batch_normalizers(
+                scores_student, scores_teacher, self.num_samples, valid
+            )
         return self.normalizers.log()
 
     # ---------------------------------------------------------------- updates
     def stage(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):
         """Keep this rank's batch until :meth:`apply_staged` (called by the hook after the step)."""
-        self._staged.append((idx.detach().long(), student.detach().float(), teacher.detach().float()))
+        self._staged.append(
+            (idx.detach().long(), student.detach().float(), teacher.detach().float())
+        )
 
     def apply_staged(self) -> Dict[str, float]:
         """Gather every rank's staged rows and apply the identical momentum update on each rank.
@@ -343,18 +414,32 @@ class ContrastMemoryBank:
         self._staged = []
         if idx.numel() == 0:
             return {}
-        norms = [float(momentum_update(self.student, idx, rows[:, :self.feat_dim], self.momentum).mean()),
-                 float(momentum_update(self.teacher, idx, rows[:, self.feat_dim:], self.momentum).mean())]
+        norms = [
+            float(
+                momentum_update(self.student, idx, rows[:, : self.feat_dim], self.momentum).mean()
+            ),
+            float(
+                momentum_update(self.teacher, idx, rows[:, self.feat_dim :], self.momentum).mean()
+            ),
+        ]
         self.written[idx] = True
-        return dict(update_norm_s=norms[0], update_norm_t=norms[1],
-                    coverage=float(self.written.float().mean()))
+        return dict(
+            update_norm_s=norms[0],
+            update_norm_t=norms[1],
+            coverage=float(self.written.float().mean()),
+        )
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
-        return dict(num_samples=self.num_samples, feat_dim=self.feat_dim, seed=self.seed,
-                    student=self.student.cpu(), teacher=self.teacher.cpu(),
-                    normalizers=None if self.normalizers is None else self.normalizers.cpu(),
-                    written=self.written.cpu())
+        return dict(
+            num_samples=self.num_samples,
+            feat_dim=self.feat_dim,
+            seed=self.seed,
+            student=self.student.cpu(),
+            teacher=self.teacher.cpu(),
+            normalizers=None if self.normalizers is None else self.normalizers.cpu(),
+            written=self.written.cpu(),
+        )
 
     def load_state_dict(self, state: dict, name: str = 'memory bank'):
         """Restore from :meth:`state_dict`; the training set must be the one the bank was built for."""
@@ -363,7 +448,8 @@ class ContrastMemoryBank:
                 f"the checkpoint's {name} holds {state['num_samples']} x {state['feat_dim']} rows but the "
                 f'current training set and loss need {self.num_samples} x {self.feat_dim}. Resume with '
                 'the training set the checkpoint was trained on, or start a new run with load_from= '
-                '(weights only) so that the banks are built afresh.')
+                '(weights only) so that the banks are built afresh.'
+            )
         self.student = state['student'].to(self.device, self.dtype)
         self.teacher = state['teacher'].to(self.device, self.dtype)
         z = state['normalizers']
@@ -394,5 +480,6 @@ class MemoryBankClient:
             raise RuntimeError(
                 f'{type(self).__name__} needs a memory bank, which CRDMemoryBankHook owns: add '
                 "custom_hooks = [dict(type='CRDMemoryBankHook')] to the config (and import crd_mm "
-                "with custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)).")
+                "with custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False))."
+            )
         return self.memory_bank

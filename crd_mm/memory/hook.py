@@ -1,4 +1,5 @@
 """CRDMemoryBankHook: the single owner of every contrastive memory bank in a run."""
+
 from typing import Dict, Optional
 
 import numpy as np
@@ -25,8 +26,11 @@ def shared_seed(runner, configured: Optional[int], device) -> int:
     that would start different on every rank. Rank 0's seed is broadcast instead
     (the sampler still mixes in the rank, so negatives differ between ranks).
     """
-    seed = torch.tensor([configured if configured is not None else (runner.seed or 0)],
-                        dtype=torch.int64, device=device)
+    seed = torch.tensor(
+        [configured if configured is not None else (runner.seed or 0)],
+        dtype=torch.int64,
+        device=device,
+    )
     dist.broadcast(seed, src=0)
     return int(seed.item())
 
@@ -43,7 +47,8 @@ def check_ranks_agree(banks: Dict[str, 'ContrastMemoryBank'], when: str) -> None
         raise RuntimeError(
             f'CRDMemoryBankHook: the memory banks differ between ranks {when}. Every rank must build '
             'them from the same training set, config and seed; check that all processes run the same '
-            'config and data, and resume all ranks from the same checkpoint.')
+            'config and data, and resume all ranks from the same checkpoint.'
+        )
 
 
 def checkpoint_due(runner, event: str) -> bool:
@@ -55,13 +60,23 @@ def checkpoint_due(runner, event: str) -> bool:
     for hook in runner.hooks:
         if not isinstance(hook, CheckpointHook):
             continue
-        if event == 'iter' and not hook.by_epoch and (
+        if (
+            event == 'iter'
+            and not hook.by_epoch
+            and (
                 hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
-                or (hook.save_last and hook.is_last_train_iter(runner))):
+                or (hook.save_last and hook.is_last_train_iter(runner))
+            )
+        ):
             return True
-        if event == 'epoch' and hook.by_epoch and (
+        if (
+            event == 'epoch'
+            and hook.by_epoch
+            and (
                 hook.every_n_epochs(runner, hook.interval, hook.save_begin)
-                or (hook.save_last and hook.is_last_train_epoch(runner))):
+                or (hook.save_last and hook.is_last_train_epoch(runner))
+            )
+        ):
             return True
         if event == 'val' and hook.save_best:
             return True
@@ -95,13 +110,19 @@ class CRDMemoryBankHook(Hook):
 
     priority = 'NORMAL'
 
-    def __init__(self, bank_dtype: str = 'float32', seed: Optional[int] = None, shard_banks: bool = False):
+    def __init__(
+        self, bank_dtype: str = 'float32', seed: Optional[int] = None, shard_banks: bool = False
+    ):
         if bank_dtype not in ('float32', 'float16', 'bfloat16'):
-            raise ValueError(f"bank_dtype must be 'float32', 'float16' or 'bfloat16', got {bank_dtype!r}")
+            raise ValueError(
+                f"bank_dtype must be 'float32', 'float16' or 'bfloat16', got {bank_dtype!r}"
+            )
         self.bank_dtype = getattr(torch, bank_dtype)
         self.seed = seed
         self.shard_banks = shard_banks
-        self._gathered: Dict[str, Optional[dict]] = {}  # sharded banks' whole state, prepared for a save
+        self._gathered: Dict[
+            str, Optional[dict]
+        ] = {}  # sharded banks' whole state, prepared for a save
         self.banks: Dict[str, ContrastMemoryBank] = {}
         self._resumed_state: Optional[dict] = None
 
@@ -116,16 +137,22 @@ class CRDMemoryBankHook(Hook):
             return None
         labels = dataset.get_gt_labels()
         if labels.ndim != 1:
-            raise ValueError('class-aware CRD sampling needs one class label per sample; the '
-                             f'training set gives labels of shape {labels.shape}')
+            raise ValueError(
+                'class-aware CRD sampling needs one class label per sample; the '
+                f'training set gives labels of shape {labels.shape}'
+            )
         return labels
 
     def before_train(self, runner) -> None:
         """Build a bank for each bank-using loss, then restore a resumed checkpoint's banks."""
         clients = self._clients(runner)
         if not clients:
-            print_log('CRDMemoryBankHook: the model has no loss that uses a memory bank; '
-                      'the hook does nothing', logger='current', level=30)
+            print_log(
+                'CRDMemoryBankHook: the model has no loss that uses a memory bank; '
+                'the hook does nothing',
+                logger='current',
+                level=30,
+            )
             return
         dataset = runner.train_dataloader.dataset
         num_samples = len(dataset)
@@ -138,35 +165,63 @@ class CRDMemoryBankHook(Hook):
             if spec['needs_labels'] and labels is None:
                 raise ValueError(
                     f'{name} samples by class but the training set ({type(dataset).__name__}) has '
-                    "no get_gt_labels(); set negative_sampling='uniform' and positive='exact'")
-            bank = self._build_memory(spec, num_samples, labels if spec['needs_labels'] else None, device,
-                                      seed + ordinal)
+                    "no get_gt_labels(); set negative_sampling='uniform' and positive='exact'"
+                )
+            bank = self._build_memory(
+                spec, num_samples, labels if spec['needs_labels'] else None, device, seed + ordinal
+            )
             client.attach_memory_bank(bank)
             self.banks[name] = bank
-        if self.shard_banks and not any(isinstance(b, ShardedMemoryBank) for b in self.banks.values()):
-            raise ValueError("CRDMemoryBankHook(shard_banks=True) has no bank to shard: every loss uses "
-                             "memory='queue'; drop shard_banks")
+        if self.shard_banks and not any(
+            isinstance(b, ShardedMemoryBank) for b in self.banks.values()
+        ):
+            raise ValueError(
+                'CRDMemoryBankHook(shard_banks=True) has no bank to shard: every loss uses '
+                "memory='queue'; drop shard_banks"
+            )
         if self._resumed_state is not None:
             self._restore(self._resumed_state)
             self._resumed_state = None
-        check_ranks_agree(self.banks, 'after they were built' + (' and restored' if runner._resume else ''))
-        print_log(f'CRDMemoryBankHook: {len(self.banks)} bank(s) of {num_samples} samples on '
-                  f'{device} ({self.bank_dtype}): {", ".join(self.banks)}', logger='current')
+        check_ranks_agree(
+            self.banks, 'after they were built' + (' and restored' if runner._resume else '')
+        )
+        print_log(
+            f'CRDMemoryBankHook: {len(self.banks)} bank(s) of {num_samples} samples on '
+            f'{device} ({self.bank_dtype}): {", ".join(self.banks)}',
+            logger='current',
+        )
 
     def _build_memory(self, spec: dict, num_samples: int, labels, device, seed: int):
         """A loss's memory: a queue if it asks for one, else a (sharded or replicated) bank."""
         if spec.get('memory', 'bank') == 'queue':
-            return ContrastQueue(num_samples, spec['queue_size'], spec['feat_dim'], labels=labels, device=device,
-                                 dtype=self.bank_dtype, seed=seed)
+            return ContrastQueue(
+                num_samples,
+                spec['queue_size'],
+                spec['feat_dim'],
+                labels=labels,
+                device=device,
+                dtype=self.bank_dtype,
+                seed=seed,
+            )
         bank_type = ShardedMemoryBank if self.shard_banks else ContrastMemoryBank
-        return bank_type(num_samples, spec['feat_dim'], spec['momentum'], labels=labels, device=device,
-                         dtype=self.bank_dtype, seed=seed)
+        return bank_type(
+            num_samples,
+            spec['feat_dim'],
+            spec['momentum'],
+            labels=labels,
+            device=device,
+            dtype=self.bank_dtype,
+            seed=seed,
+        )
 
     def _gather_for_checkpoint(self, runner, event: str) -> None:
         """Before a scheduled save (rank 0 only), gather sharded banks whole on rank 0. Collective."""
         if checkpoint_due(runner, event):
-            self._gathered = {name: bank.state_dict() for name, bank in self.banks.items()
-                              if isinstance(bank, ShardedMemoryBank)}
+            self._gathered = {
+                name: bank.state_dict()
+                for name, bank in self.banks.items()
+                if isinstance(bank, ShardedMemoryBank)
+            }
 
     def after_train_epoch(self, runner) -> None:
         self._gather_for_checkpoint(runner, 'epoch')
@@ -191,13 +246,21 @@ class CRDMemoryBankHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.banks:
-            states = {name: self._gathered.get(name) if isinstance(bank, ShardedMemoryBank) else bank.state_dict()
-                      for name, bank in self.banks.items()}
+            states = {
+                name: self._gathered.get(name)
+                if isinstance(bank, ShardedMemoryBank)
+                else bank.state_dict()
+                for name, bank in self.banks.items()
+            }
             self._gathered = {}
             if any(state is None for state in states.values()):
-                print_log('CRDMemoryBankHook: this checkpoint is saved outside CheckpointHook\'s schedule, so '
-                          'the sharded memory banks were not gathered; it holds no memory banks and a resume '
-                          'from it starts them fresh', logger='current', level=30)
+                print_log(
+                    "CRDMemoryBankHook: this checkpoint is saved outside CheckpointHook's schedule, so "
+                    'the sharded memory banks were not gathered; it holds no memory banks and a resume '
+                    'from it starts them fresh',
+                    logger='current',
+                    level=30,
+                )
                 return
             checkpoint[CHECKPOINT_KEY] = states
             checkpoint[WORLD_SIZE_KEY] = dist.get_world_size()
@@ -211,13 +274,18 @@ class CRDMemoryBankHook(Hook):
         """
         if not runner._resume:
             if CHECKPOINT_KEY in checkpoint:
-                print_log('CRDMemoryBankHook: load_from loads weights only; the memory banks and '
-                          "normalisation constants start fresh (use resume=True to restore them)",
-                          logger='current')
+                print_log(
+                    'CRDMemoryBankHook: load_from loads weights only; the memory banks and '
+                    'normalisation constants start fresh (use resume=True to restore them)',
+                    logger='current',
+                )
             return
         if CHECKPOINT_KEY not in checkpoint:
-            print_log('CRDMemoryBankHook: the resumed checkpoint has no memory banks; they start '
-                      'fresh', logger='current', level=30)
+            print_log(
+                'CRDMemoryBankHook: the resumed checkpoint has no memory banks; they start fresh',
+                logger='current',
+                level=30,
+            )
             return
         self._resumed_state = {key: checkpoint.get(key) for key in (CHECKPOINT_KEY, WORLD_SIZE_KEY)}
         if self.banks:  # resumed after the banks were built
@@ -228,18 +296,26 @@ class CRDMemoryBankHook(Hook):
         state = checkpoint[CHECKPOINT_KEY]
         missing = sorted(set(self.banks) - set(state))
         if missing:
-            raise KeyError(f'the resumed checkpoint has no memory bank for {missing}; it holds '
-                           f'{sorted(state)}. Resume from a checkpoint of the same config.')
+            raise KeyError(
+                f'the resumed checkpoint has no memory bank for {missing}; it holds '
+                f'{sorted(state)}. Resume from a checkpoint of the same config.'
+            )
         for name, bank in self.banks.items():
             if ('queue_size' in state[name]) != isinstance(bank, ContrastQueue):
-                raise ValueError(f"the resumed checkpoint's memory for '{name}' is a "
-                                 f"{'queue' if 'queue_size' in state[name] else 'bank'} but this config's loss "
-                                 "uses the other kind (CRDLoss memory=): resume with the same config")
+                raise ValueError(
+                    f"the resumed checkpoint's memory for '{name}' is a "
+                    f"{'queue' if 'queue_size' in state[name] else 'bank'} but this config's loss "
+                    'uses the other kind (CRDLoss memory=): resume with the same config'
+                )
             bank.load_state_dict(state[name], name=f"memory bank '{name}'")
         saved_world_size = checkpoint.get(WORLD_SIZE_KEY)
         if saved_world_size is not None and saved_world_size != dist.get_world_size():
-            print_log(f'CRDMemoryBankHook: resuming on {dist.get_world_size()} process(es) a run '
-                      f'checkpointed on {saved_world_size}. The memory banks, normalisation constants '
-                      'and coverage are restored, but the data order (the sampler splits the data by '
-                      'rank) and the negatives drawn (seeded by rank) differ from an uninterrupted '
-                      f'{saved_world_size}-process run.', logger='current', level=30)
+            print_log(
+                f'CRDMemoryBankHook: resuming on {dist.get_world_size()} process(es) a run '
+                f'checkpointed on {saved_world_size}. The memory banks, normalisation constants '
+                'and coverage are restored, but the data order (the sampler splits the data by '
+                'rank) and the negatives drawn (seeded by rank) differ from an uninterrupted '
+                f'{saved_world_size}-process run.',
+                logger='current',
+                level=30,
+            )

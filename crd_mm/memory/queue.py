@@ -3,12 +3,19 @@
 The CRD author's answer for datasets whose banks do not fit (HobbitLong/RepDistiller#40),
 in the spirit of MoCo's queue: memory is O(Q x D), independent of the dataset size N.
 """
+
 from typing import Dict, Optional
 
 import numpy as np
 import torch
 
-from .bank import Contrast, ContrastMemoryBank, first_batch_normalizers, gathered_updates, initial_rows
+from .bank import (
+    Contrast,
+    ContrastMemoryBank,
+    first_batch_normalizers,
+    gathered_updates,
+    initial_rows,
+)
 
 
 class ContrastQueue:
@@ -39,21 +46,35 @@ class ContrastQueue:
     check_indices = ContrastMemoryBank.check_indices  # same rules, on num_samples and labels
     check_labels = ContrastMemoryBank.check_labels
 
-    def __init__(self, num_samples: int, queue_size: int, feat_dim: int, labels=None, device='cpu',
-                 dtype=torch.float32, seed: int = 0):
+    def __init__(
+        self,
+        num_samples: int,
+        queue_size: int,
+        feat_dim: int,
+        labels=None,
+        device='cpu',
+        dtype=torch.float32,
+        seed: int = 0,
+    ):
         if not 1 <= queue_size <= num_samples:
-            raise ValueError(f'queue_size must be between 1 and the training-set size ({num_samples}), got '
-                             f'{queue_size}: a queue longer than the dataset would hold stale copies of the '
-                             'same samples; use a smaller queue_size or memory=\'bank\'')
+            raise ValueError(
+                f'queue_size must be between 1 and the training-set size ({num_samples}), got '
+                f'{queue_size}: a queue longer than the dataset would hold stale copies of the '
+                "same samples; use a smaller queue_size or memory='bank'"
+            )
         self.num_samples, self.queue_size, self.feat_dim = num_samples, queue_size, feat_dim
         self.device, self.dtype, self.seed = torch.device(device), dtype, seed
         self.student = initial_rows(queue_size, feat_dim, seed * 2, dtype).to(self.device)
         self.teacher = initial_rows(queue_size, feat_dim, seed * 2 + 1, dtype).to(self.device)
-        self.sample_idx = torch.full((queue_size, ), -1, dtype=torch.long, device=self.device)
-        self.entry_labels = torch.full((queue_size, ), -1, dtype=torch.long, device=self.device)
+        self.sample_idx = torch.full((queue_size,), -1, dtype=torch.long, device=self.device)
+        self.entry_labels = torch.full((queue_size,), -1, dtype=torch.long, device=self.device)
         self.head = 0  # the oldest entry, overwritten next
         self.normalizers: Optional[torch.Tensor] = None
-        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
+        self.labels = (
+            None
+            if labels is None
+            else torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
+        )
         self._staged = []
 
     def reseed(self, iteration: int):
@@ -64,8 +85,16 @@ class ContrastQueue:
         return torch.roll(rows, -self.head, 0)
 
     # ---------------------------------------------------------------- reading
-    def contrast(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor, positive: str,
-                 num_negatives: Optional[int], negative_sampling: str, shared: bool) -> Contrast:
+    def contrast(
+        self,
+        idx: torch.Tensor,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        positive: str,
+        num_negatives: Optional[int],
+        negative_sampling: str,
+        shared: bool,
+    ) -> Contrast:
         """Rows: the batch's own (detached) embeddings, then the queue; every anchor's valid negatives.
 
         The bank's call; ``positive``, ``num_negatives`` and ``shared`` do not
@@ -80,25 +109,35 @@ class ContrastQueue:
         valid = self.sample_idx[None, :] != idx[:, None]
         if negative_sampling == 'class_exact':
             if self.labels is None:
-                raise ValueError("negative_sampling='class_exact' needs class labels, but the training set "
-                                 "provides none; use negative_sampling='uniform'")
+                raise ValueError(
+                    "negative_sampling='class_exact' needs class labels, but the training set "
+                    "provides none; use negative_sampling='uniform'"
+                )
             valid &= self.entry_labels[None, :] != self.labels[idx][:, None]
         valid = torch.cat([valid.new_ones(batch, 1), valid], 1)
         positive = torch.arange(batch, device=self.device)
         negative = torch.arange(batch, batch + self.queue_size, device=self.device)
         return Contrast(rows_s, rows_t, positive, negative, valid, self.queue_size)
 
-    def log_normalizers(self, scores_student: torch.Tensor, scores_teacher: torch.Tensor,
-                        valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def log_normalizers(
+        self,
+        scores_student: torch.Tensor,
+        scores_teacher: torch.Tensor,
+        valid: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """(log Z_s, log Z_t), Z = Q x mean(exp(score)) over the first batch's valid scores (see class doc)."""
         if self.normalizers is None:
-            self.normalizers = first_batch_normalizers(scores_student, scores_teacher, self.queue_size, valid)
+            self.normalizers = first_batch_normalizers(
+                scores_student, scores_teacher, self.queue_size, valid
+            )
         return self.normalizers.log()
 
     # ---------------------------------------------------------------- updates
     def stage(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):
         """Keep this rank's batch until :meth:`apply_staged`."""
-        self._staged.append((idx.detach().long(), student.detach().float(), teacher.detach().float()))
+        self._staged.append(
+            (idx.detach().long(), student.detach().float(), teacher.detach().float())
+        )
 
     def apply_staged(self) -> Dict[str, float]:
         """Enqueue every rank's staged embeddings, in rank order, dropping the oldest. Collective.
@@ -109,11 +148,11 @@ class ContrastQueue:
         idx, rows = gathered_updates(self._staged, self.feat_dim, self.device)
         self._staged = []
         if idx.numel() > self.queue_size:
-            idx, rows = idx[-self.queue_size:], rows[-self.queue_size:]
+            idx, rows = idx[-self.queue_size :], rows[-self.queue_size :]
         if idx.numel():
             slots = (self.head + torch.arange(idx.numel(), device=self.device)) % self.queue_size
-            self.student.index_copy_(0, slots, rows[:, :self.feat_dim].to(self.dtype))
-            self.teacher.index_copy_(0, slots, rows[:, self.feat_dim:].to(self.dtype))
+            self.student.index_copy_(0, slots, rows[:, : self.feat_dim].to(self.dtype))
+            self.teacher.index_copy_(0, slots, rows[:, self.feat_dim :].to(self.dtype))
             self.sample_idx.index_copy_(0, slots, idx)
             if self.labels is not None:
                 self.entry_labels.index_copy_(0, slots, self.labels[idx])
@@ -123,21 +162,40 @@ class ContrastQueue:
     def fingerprint(self) -> torch.Tensor:
         """A float64 checksum of the entries, their order and Z, to compare queues across ranks cheaply."""
         weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        z = torch.zeros(2, device=self.device, dtype=torch.float64) if self.normalizers is None \
+        z = (
+            torch.zeros(2, device=self.device, dtype=torch.float64)
+            if self.normalizers is None
             else self.normalizers.double()
+        )
         order = torch.arange(1, self.queue_size + 1, device=self.device, dtype=torch.float64)
-        return torch.cat([torch.stack([self.student.double().matmul(weights).sum(),
-                                       self.teacher.double().matmul(weights).sum(),
-                                       (self.sample_idx.double() * order).sum(),
-                                       torch.tensor(float(self.head), device=self.device, dtype=torch.float64)]),
-                          z])
+        return torch.cat(
+            [
+                torch.stack(
+                    [
+                        self.student.double().matmul(weights).sum(),
+                        self.teacher.double().matmul(weights).sum(),
+                        (self.sample_idx.double() * order).sum(),
+                        torch.tensor(float(self.head), device=self.device, dtype=torch.float64),
+                    ]
+                ),
+                z,
+            ]
+        )
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
-        return dict(num_samples=self.num_samples, queue_size=self.queue_size, feat_dim=self.feat_dim,
-                    seed=self.seed, head=self.head, student=self.student.cpu(), teacher=self.teacher.cpu(),
-                    sample_idx=self.sample_idx.cpu(), entry_labels=self.entry_labels.cpu(),
-                    normalizers=None if self.normalizers is None else self.normalizers.cpu())
+        return dict(
+            num_samples=self.num_samples,
+            queue_size=self.queue_size,
+            feat_dim=self.feat_dim,
+            seed=self.seed,
+            head=self.head,
+            student=self.student.cpu(),
+            teacher=self.teacher.cpu(),
+            sample_idx=self.sample_idx.cpu(),
+            entry_labels=self.entry_labels.cpu(),
+            normalizers=None if self.normalizers is None else self.normalizers.cpu(),
+        )
 
     def load_state_dict(self, state: dict, name: str = 'queue'):
         """Restore exactly (entries, order, Z); the queue size, width and training set must match."""
@@ -146,7 +204,8 @@ class ContrastQueue:
             raise ValueError(
                 f"the checkpoint's {name} (queue_size, feat_dim, dataset size) is {saved} but this run needs "
                 f'{(self.queue_size, self.feat_dim, self.num_samples)}: resume with the same config and '
-                'training set, or start a new run with load_from= (weights only)')
+                'training set, or start a new run with load_from= (weights only)'
+            )
         self.student = state['student'].to(self.device, self.dtype)
         self.teacher = state['teacher'].to(self.device, self.dtype)
         self.sample_idx = state['sample_idx'].to(self.device)

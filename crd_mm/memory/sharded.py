@@ -7,12 +7,19 @@ rank needs are fetched from their owners, and each owner applies the momentum up
 to its own rows. Collectives are mmengine's ``all_gather``/``all_reduce`` only
 (gloo has no all-to-all).
 """
+
 from typing import List, Optional, Tuple
 
 import torch
 from mmengine import dist
 
-from .bank import ContrastMemoryBank, all_gather_varying, gathered_updates, initial_rows, momentum_update
+from .bank import (
+    ContrastMemoryBank,
+    all_gather_varying,
+    gathered_updates,
+    initial_rows,
+    momentum_update,
+)
 
 # rows per rank moved at once when a checkpoint gathers the whole banks on rank 0
 CHECKPOINT_CHUNK_ROWS = 1 << 16
@@ -38,29 +45,44 @@ class ShardedMemoryBank(ContrastMemoryBank):
     sends (the batch's indices and embeddings) plus one all-reduce of 3 numbers.
     """
 
-    def __init__(self, num_samples: int, feat_dim: int, momentum: float, labels=None, device='cpu',
-                 dtype=torch.float32, seed: int = 0):
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        momentum: float,
+        labels=None,
+        device='cpu',
+        dtype=torch.float32,
+        seed: int = 0,
+    ):
         self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
         if num_samples < self.world_size:
-            raise ValueError(f'cannot shard a bank of {num_samples} samples over {self.world_size} ranks: '
-                             'every rank must own at least one row; set shard_banks=False')
+            raise ValueError(
+                f'cannot shard a bank of {num_samples} samples over {self.world_size} ranks: '
+                'every rank must own at least one row; set shard_banks=False'
+            )
         self.bounds = shard_bounds(num_samples, self.world_size)
         self.start, self.stop = int(self.bounds[self.rank]), int(self.bounds[self.rank + 1])
-        super().__init__(num_samples, feat_dim, momentum, labels=labels, device=device, dtype=dtype, seed=seed)
+        super().__init__(
+            num_samples, feat_dim, momentum, labels=labels, device=device, dtype=dtype, seed=seed
+        )
         self.bounds = self.bounds.to(self.device)
         self.written = torch.zeros(self.stop - self.start, dtype=torch.bool, device=self.device)
 
     def _uniform_rows(self, stream: int) -> torch.Tensor:
         """This rank's slice of the replicated bank's initial rows (only the chunks it overlaps are drawn)."""
-        return initial_rows(self.num_samples, self.feat_dim, stream, self.dtype, self.start,
-                            self.stop).to(self.device)
+        return initial_rows(
+            self.num_samples, self.feat_dim, stream, self.dtype, self.start, self.stop
+        ).to(self.device)
 
     def owner(self, idx: torch.Tensor) -> torch.Tensor:
         """The rank that stores each of the bank rows ``idx``."""
         return torch.bucketize(idx, self.bounds[1:], right=True)
 
     # ---------------------------------------------------------------- reading
-    def contrast_rows(self, *indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
+    def contrast_rows(
+        self, *indices: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
         """The distinct rows ``indices`` address, fetched from their owners, and indices into them.
 
         Collective: every rank calls it once per loss step.
@@ -77,20 +99,22 @@ class ShardedMemoryBank(ContrastMemoryBank):
         wanted = torch.cat(requests)
         owners = self.owner(wanted)
         local = wanted[owners == self.rank] - self.start
-        payload = torch.cat([self.student.index_select(0, local), self.teacher.index_select(0, local)], 1)
+        payload = torch.cat(
+            [self.student.index_select(0, local), self.teacher.index_select(0, local)], 1
+        )
         counts = torch.bincount(owners, minlength=self.world_size)
         padded = payload.new_zeros((int(counts.max()), payload.shape[1]))
-        padded[:payload.shape[0]] = payload
+        padded[: payload.shape[0]] = payload
         replies = dist.all_gather(padded)
         # my requests are one segment of ``wanted``; owner o's reply lists its rows in ``wanted`` order
-        offset = sum(r.numel() for r in requests[:self.rank])
-        mine = owners[offset:offset + idx.numel()]
+        offset = sum(r.numel() for r in requests[: self.rank])
+        mine = owners[offset : offset + idx.numel()]
         rows = payload.new_empty((idx.numel(), payload.shape[1]))
         for o, reply in enumerate(replies):
             first = int((owners[:offset] == o).sum())
             select = mine == o
-            rows[select] = reply[first:first + int(select.sum())]
-        return rows[:, :self.feat_dim].contiguous(), rows[:, self.feat_dim:].contiguous()
+            rows[select] = reply[first : first + int(select.sum())]
+        return rows[:, : self.feat_dim].contiguous(), rows[:, self.feat_dim :].contiguous()
 
     # ---------------------------------------------------------------- updates
     def apply_staged(self):
@@ -101,22 +125,39 @@ class ShardedMemoryBank(ContrastMemoryBank):
             return {}
         owned = (idx >= self.start) & (idx < self.stop)
         local, rows = idx[owned] - self.start, rows[owned]
-        sums = [momentum_update(self.student, local, rows[:, :self.feat_dim], self.momentum).double().sum(),
-                momentum_update(self.teacher, local, rows[:, self.feat_dim:], self.momentum).double().sum()]
+        sums = [
+            momentum_update(self.student, local, rows[:, : self.feat_dim], self.momentum)
+            .double()
+            .sum(),
+            momentum_update(self.teacher, local, rows[:, self.feat_dim :], self.momentum)
+            .double()
+            .sum(),
+        ]
         self.written[local] = True
         totals = torch.stack([*sums, self.written.double().sum()])
         dist.all_reduce(totals)
-        return dict(update_norm_s=float(totals[0]) / idx.numel(), update_norm_t=float(totals[1]) / idx.numel(),
-                    coverage=float(totals[2]) / self.num_samples)
+        return dict(
+            update_norm_s=float(totals[0]) / idx.numel(),
+            update_norm_t=float(totals[1]) / idx.numel(),
+            coverage=float(totals[2]) / self.num_samples,
+        )
 
     def fingerprint(self) -> torch.Tensor:
         """The replicated bank's checksum of the union of the shards (one all-reduce), identical on every rank."""
         weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        sums = torch.stack([self.student.double().matmul(weights).sum(),
-                            self.teacher.double().matmul(weights).sum(), self.written.double().sum()])
+        sums = torch.stack(
+            [
+                self.student.double().matmul(weights).sum(),
+                self.teacher.double().matmul(weights).sum(),
+                self.written.double().sum(),
+            ]
+        )
         dist.all_reduce(sums)
-        z = torch.zeros(2, device=self.device, dtype=torch.float64) if self.normalizers is None \
+        z = (
+            torch.zeros(2, device=self.device, dtype=torch.float64)
+            if self.normalizers is None
             else self.normalizers.double()
+        )
         return torch.cat([sums, z])
 
     # ------------------------------------------------------------ checkpoint
@@ -127,12 +168,21 @@ class ShardedMemoryBank(ContrastMemoryBank):
         saved). Rank 0 needs N x D x bytes x 2 of CPU memory for it; the
         other ranks hold at most W x 65,536 rows at a time.
         """
-        parts = [self._gather_to_rank0(t) for t in (self.student, self.teacher, self.written.to(torch.uint8))]
+        parts = [
+            self._gather_to_rank0(t)
+            for t in (self.student, self.teacher, self.written.to(torch.uint8))
+        ]
         if self.rank != 0:
             return None
-        return dict(num_samples=self.num_samples, feat_dim=self.feat_dim, seed=self.seed,
-                    student=parts[0], teacher=parts[1], written=parts[2].bool(),
-                    normalizers=None if self.normalizers is None else self.normalizers.cpu())
+        return dict(
+            num_samples=self.num_samples,
+            feat_dim=self.feat_dim,
+            seed=self.seed,
+            student=parts[0],
+            teacher=parts[1],
+            written=parts[2].bool(),
+            normalizers=None if self.normalizers is None else self.normalizers.cpu(),
+        )
 
     def _gather_to_rank0(self, shard: torch.Tensor) -> Optional[torch.Tensor]:
         sizes = (self.bounds[1:] - self.bounds[:-1]).tolist()
@@ -141,19 +191,24 @@ class ShardedMemoryBank(ContrastMemoryBank):
             out = torch.empty((self.num_samples, *shard.shape[1:]), dtype=shard.dtype)
         for offset in range(0, max(sizes), CHECKPOINT_CHUNK_ROWS):
             piece = shard.new_zeros((CHECKPOINT_CHUNK_ROWS, *shard.shape[1:]))
-            mine = shard[offset:offset + CHECKPOINT_CHUNK_ROWS]
-            piece[:mine.shape[0]] = mine
+            mine = shard[offset : offset + CHECKPOINT_CHUNK_ROWS]
+            piece[: mine.shape[0]] = mine
             parts: List[torch.Tensor] = dist.all_gather(piece)
             if out is not None:
                 for r, part in enumerate(parts):
                     count = max(0, min(CHECKPOINT_CHUNK_ROWS, sizes[r] - offset))
                     start = int(self.bounds[r]) + offset
-                    out[start:start + count] = part[:count].cpu()
+                    out[start : start + count] = part[:count].cpu()
         return out
 
     def load_state_dict(self, state: dict, name: str = 'memory bank'):
         """Keep this rank's rows of whole banks (from a sharded or a replicated run of any world size)."""
         # a copy, so that the whole loaded banks can be freed
-        shard = dict(state, **{key: state[key][self.start:self.stop].clone()
-                               for key in ('student', 'teacher', 'written')})
+        shard = dict(
+            state,
+            **{
+                key: state[key][self.start : self.stop].clone()
+                for key in ('student', 'teacher', 'written')
+            },
+        )
         super().load_state_dict(shard, name=name)

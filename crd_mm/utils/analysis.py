@@ -10,6 +10,7 @@ the data preprocessor the run used, and run in eval mode over the config's
 test (or training) split through the config's *test* pipeline, in dataset
 order.
 """
+
 import argparse
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -27,10 +28,16 @@ OUTPUTS = ('logits', 'neck', 'backbone')
 def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of every tool that runs trained networks: --batch-size, --device, --cfg-options."""
     parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
-    parser.add_argument('--device', help="where the networks run, e.g. cpu, cuda:0 (default: cuda if "
-                        "torch sees one, else cpu)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override keys of every config, e.g. test_dataloader.dataset.indices=200')
+    parser.add_argument(
+        '--device',
+        help='where the networks run, e.g. cpu, cuda:0 (default: cuda if torch sees one, else cpu)',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override keys of every config, e.g. test_dataloader.dataset.indices=200',
+    )
 
 
 def default_device(device: Optional[str]) -> str:
@@ -38,8 +45,9 @@ def default_device(device: Optional[str]) -> str:
     return device or ('cuda' if torch.cuda.is_available() else 'cpu')
 
 
-def config_checkpoint_pairs(parser: argparse.ArgumentParser, paths: Sequence[str],
-                            what: str = 'CONFIG CKPT') -> List[Tuple[str, str]]:
+def config_checkpoint_pairs(
+    parser: argparse.ArgumentParser, paths: Sequence[str], what: str = 'CONFIG CKPT'
+) -> List[Tuple[str, str]]:
     """Consecutive (config, checkpoint) pairs of a positional list; a usage error if one is incomplete."""
     if len(paths) % 2:
         parser.error(f'give {what} pairs; got {len(paths)} paths: {paths}')
@@ -70,28 +78,37 @@ def build_trained_classifier(cfg: Config, checkpoint: str, device: str = 'cpu') 
     """
     student, prefix = student_of(cfg.model)
     student = student.copy()
-    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') \
+    preprocessor = (
+        cfg.model.get('data_preprocessor')
+        or cfg.get('data_preprocessor')
         or student.get('data_preprocessor')
+    )
     if preprocessor:
         student['data_preprocessor'] = preprocessor
     with DefaultScope.overwrite_default_scope(_scope(cfg)):
         model = MODELS.build(student)
     if not all(hasattr(model, name) for name in ('backbone', 'head', 'extract_feat')):
-        raise ValueError(f'the analysis tools read image classifiers (an mmpretrain ImageClassifier, or a '
-                         f'distiller whose model.architecture is one); this config builds a {type(model).__name__}')
+        raise ValueError(
+            f'the analysis tools read image classifiers (an mmpretrain ImageClassifier, or a '
+            f'distiller whose model.architecture is one); this config builds a {type(model).__name__}'
+        )
     state = _load_checkpoint(checkpoint, map_location='cpu')
     state = state.get('state_dict', state)
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         found = sorted({k.split('.', 1)[0] for k in state})
-        raise KeyError(f"{checkpoint} holds no '{prefix}*' weights (its top-level keys: {found}); is it a "
-                       "checkpoint of this config? A distiller's student is under 'architecture.', a "
-                       "classifier's weights under 'backbone.', 'neck.', 'head.'")
+        raise KeyError(
+            f"{checkpoint} holds no '{prefix}*' weights (its top-level keys: {found}); is it a "
+            "checkpoint of this config? A distiller's student is under 'architecture.', a "
+            "classifier's weights under 'backbone.', 'neck.', 'head.'"
+        )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise RuntimeError(f"{checkpoint}: the '{prefix}*' weights do not fit the config's classifier "
-                           f'(wrong config for this checkpoint?):\n{err}') from None
+        raise RuntimeError(
+            f"{checkpoint}: the '{prefix}*' weights do not fit the config's classifier "
+            f'(wrong config for this checkpoint?):\n{err}'
+        ) from None
     return model.to(device).eval()
 
 
@@ -109,16 +126,20 @@ def split_dataset_cfg(cfg: Config, split: str = 'test') -> dict:
     """The dataset dict of ``cfg``'s test (else val) or train split, with the test pipeline."""
     test_loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     if not test_loader:
-        raise ValueError('the config defines no test_dataloader (nor val_dataloader): its test pipeline '
-                         'is how the analysis tools feed the network')
+        raise ValueError(
+            'the config defines no test_dataloader (nor val_dataloader): its test pipeline '
+            'is how the analysis tools feed the network'
+        )
     if split == 'test':
         return dict(test_loader['dataset'])
     if split == 'train':
         if not cfg.get('train_dataloader'):
-            raise ValueError("the config defines no train_dataloader; use --split test")
+            raise ValueError('the config defines no train_dataloader; use --split test')
         pipeline = test_loader['dataset'].get('pipeline')
         if pipeline is None:
-            raise ValueError("the config's test dataset has no pipeline to apply to the training split")
+            raise ValueError(
+                "the config's test dataset has no pipeline to apply to the training split"
+            )
         return _with_pipeline(cfg.train_dataloader['dataset'], pipeline)
     raise ValueError(f"split must be 'test' or 'train', got {split!r}")
 
@@ -135,11 +156,13 @@ def _last(features):
 
 
 @torch.no_grad()
-def collect_outputs(model: torch.nn.Module,
-                    dataset,
-                    indices: Optional[Sequence[int]] = None,
-                    outputs: Sequence[str] = ('logits', ),
-                    batch_size: int = 64) -> Dict[str, np.ndarray]:
+def collect_outputs(
+    model: torch.nn.Module,
+    dataset,
+    indices: Optional[Sequence[int]] = None,
+    outputs: Sequence[str] = ('logits',),
+    batch_size: int = 64,
+) -> Dict[str, np.ndarray]:
     """Run ``model`` over ``dataset`` (the samples ``indices``, default all, in that order).
 
     Returns numpy arrays: ``labels`` (N,) and ``indices`` (N,), and for each
@@ -154,7 +177,7 @@ def collect_outputs(model: torch.nn.Module,
     collected = {name: [] for name in outputs}
     labels = []
     for start in range(0, len(indices), batch_size):
-        batch = pseudo_collate([dataset[i] for i in indices[start:start + batch_size]])
+        batch = pseudo_collate([dataset[i] for i in indices[start : start + batch_size]])
         data = model.data_preprocessor(batch, False)
         backbone = model.extract_feat(data['inputs'], stage='backbone')
         neck = model.neck(backbone) if model.with_neck else backbone
@@ -166,7 +189,9 @@ def collect_outputs(model: torch.nn.Module,
             collected['logits'].append(model.head(neck))
         for sample in data['data_samples']:
             if 'gt_label' not in sample:
-                raise ValueError('the dataset gives no gt_label: the analysis tools need a labelled split')
+                raise ValueError(
+                    'the dataset gives no gt_label: the analysis tools need a labelled split'
+                )
             labels.append(int(sample.gt_label[0]))
     result = {name: torch.cat(chunks).float().cpu().numpy() for name, chunks in collected.items()}
     result['labels'] = np.asarray(labels, dtype=np.int64)

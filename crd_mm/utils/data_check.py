@@ -9,6 +9,7 @@ dataset type reads and says how to fix it. Dataset types it does not know
 (e.g. ``SklearnDigits``, which carries its data in memory) and remote storage
 (``s3://...`` paths or non-local ``backend_args``) are not checked.
 """
+
 import os.path as osp
 from typing import Iterable, List, Optional, Tuple
 
@@ -54,10 +55,18 @@ FOLDER_LAYOUT = """\
 (or any image folder plus an annotation file of "<image path> <label>" lines)"""
 
 CIFAR_FILES = {
-    'CIFAR10': ('cifar-10-batches-py', 'data_batch_1 ... data_batch_5, test_batch',
-                'batches.meta', 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'),
-    'CIFAR100': ('cifar-100-python', 'train, test', 'meta',
-                 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz'),
+    'CIFAR10': (
+        'cifar-10-batches-py',
+        'data_batch_1 ... data_batch_5, test_batch',
+        'batches.meta',
+        'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz',
+    ),
+    'CIFAR100': (
+        'cifar-100-python',
+        'train, test',
+        'meta',
+        'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz',
+    ),
 }
 
 
@@ -91,14 +100,15 @@ def _prefix(dataset: dict, key: str) -> str:
 
 def _missing(path: str, what: str, layout: str, fix: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f'{what} not found: {osp.abspath(path)}\n'
-        f'Expected layout:\n{layout}\n'
-        f'Fix: {fix}')
+        f'{what} not found: {osp.abspath(path)}\nExpected layout:\n{layout}\nFix: {fix}'
+    )
 
 
 def _redirect_hint(loader: str) -> str:
-    return (f'or point the config at your copy, e.g. --cfg-options '
-            f'{loader}.dataset.data_root=/path/to/data')
+    return (
+        f'or point the config at your copy, e.g. --cfg-options '
+        f'{loader}.dataset.data_root=/path/to/data'
+    )
 
 
 def _check_imagenet(dataset: dict, loader: str) -> Optional[FileNotFoundError]:
@@ -107,9 +117,11 @@ def _check_imagenet(dataset: dict, loader: str) -> Optional[FileNotFoundError]:
     folder = _join(root, _prefix(dataset, 'img_path') or split)
     ann_file = dataset.get('ann_file', '')
     layout = IMAGENET_LAYOUT.format(root=root or '<data_root>')
-    fix = ('download ILSVRC2012 from https://image-net.org, unpack it in this layout and '
-           f'link it there (ln -s /path/to/imagenet {root or "<data_root>"}), '
-           + _redirect_hint(loader))
+    fix = (
+        'download ILSVRC2012 from https://image-net.org, unpack it in this layout and '
+        f'link it there (ln -s /path/to/imagenet {root or "<data_root>"}), '
+        + _redirect_hint(loader)
+    )
     if root and not osp.isdir(root):
         return _missing(root, f'ImageNet ({loader})', layout, fix)
     if not osp.isdir(folder):
@@ -125,9 +137,11 @@ def _check_cifar(name: str, dataset: dict, loader: str) -> Optional[FileNotFound
     root = _join(dataset.get('data_root', '') or '', _prefix(dataset, 'root'))
     folder, files, meta, url = CIFAR_FILES[name]
     layout = CIFAR_LAYOUT.format(root=root, folder=folder, files=files, meta=meta)
-    fix = (f'download {url} and unpack it with '
-           f'`mkdir -p {root} && tar -xzf {osp.basename(url)} -C {root}`, '
-           f'or set {loader}.dataset.download=True, ' + _redirect_hint(loader))
+    fix = (
+        f'download {url} and unpack it with '
+        f'`mkdir -p {root} && tar -xzf {osp.basename(url)} -C {root}`, '
+        f'or set {loader}.dataset.download=True, ' + _redirect_hint(loader)
+    )
     path = osp.join(root, folder)
     if not osp.isdir(path):
         return _missing(path, f'{name} ({loader})', layout, fix)
@@ -137,9 +151,11 @@ def _check_cifar(name: str, dataset: dict, loader: str) -> Optional[FileNotFound
 def _check_coco(dataset: dict, loader: str) -> Optional[FileNotFoundError]:
     root = dataset.get('data_root', '') or ''
     layout = COCO_LAYOUT.format(root=root or '<data_root>')
-    fix = ('download train2017/val2017 images and the 2017 annotations from '
-           f'https://cocodataset.org and unpack them there (or ln -s /path/to/coco '
-           f'{root or "<data_root>"}), ' + _redirect_hint(loader))
+    fix = (
+        'download train2017/val2017 images and the 2017 annotations from '
+        f'https://cocodataset.org and unpack them there (or ln -s /path/to/coco '
+        f'{root or "<data_root>"}), ' + _redirect_hint(loader)
+    )
     ann_file = dataset.get('ann_file', '')
     checks: List[Tuple[str, str, bool]] = [(root, 'COCO data root', True)] if root else []
     if ann_file:
@@ -187,8 +203,13 @@ def check_dataset(dataset: dict, loader: str = 'dataset') -> None:
     """
     for ds in _datasets(dataset):
         name = _type_name(ds)
-        paths = (ds.get('data_root'), ds.get('ann_file'), _prefix(ds, 'img_path'),
-                 _prefix(ds, 'img'), _prefix(ds, 'root'))
+        paths = (
+            ds.get('data_root'),
+            ds.get('ann_file'),
+            _prefix(ds, 'img_path'),
+            _prefix(ds, 'img'),
+            _prefix(ds, 'root'),
+        )
         if _is_remote(ds, *paths):
             continue
         if name == 'ImageNet':

@@ -7,6 +7,7 @@ initialises a gloo process group before the Runner is built (the Runner then
 skips its own ``init_dist``) and makes the wrapper keep the model on the CPU.
 On CUDA machines it does nothing, leaving mmengine's NCCL path untouched.
 """
+
 import argparse
 import datetime
 import os
@@ -22,8 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 _LAUNCHER_ENV = {
     'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'),
     'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID'),
-    'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
-            'OMPI_COMM_WORLD_LOCAL_RANK'),
+    'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK'),
 }
 
 
@@ -39,7 +39,8 @@ def _export_torch_env(launcher: str) -> None:
             raise KeyError('The environment variable MASTER_ADDR is not set')
         # The first host of the allocation hosts the rendezvous store.
         nodes = subprocess.check_output(
-            ['scontrol', 'show', 'hostname', os.environ['SLURM_NODELIST']])
+            ['scontrol', 'show', 'hostname', os.environ['SLURM_NODELIST']]
+        )
         os.environ['MASTER_ADDR'] = nodes.decode().split()[0]
 
 
@@ -49,8 +50,12 @@ def parse_launcher_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     torch.distributed.launch passes ``--local-rank`` on torch >= 2.0 and
     ``--local_rank`` before; both are accepted.
     """
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -84,15 +89,15 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
             type='MMDistributedDataParallel',
             device_ids=None,
             broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
+            find_unused_parameters=cfg.get('find_unused_parameters', False),
+        )
     else:
         # The Runner gives DDP subclasses ``device_ids=[LOCAL_RANK]`` unless
         # the config names them, and DDP rejects device ids for CPU modules.
         wrapper_type = wrapper_cfg.get('type', 'MMDistributedDataParallel')
         if isinstance(wrapper_type, str):
             wrapper_type = MODEL_WRAPPERS.get(wrapper_type)
-        if isinstance(wrapper_type, type) and issubclass(
-                wrapper_type, DistributedDataParallel):
+        if isinstance(wrapper_type, type) and issubclass(wrapper_type, DistributedDataParallel):
             wrapper_cfg.setdefault('device_ids', None)
 
     if not dist.is_initialized():
@@ -106,7 +111,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
             init_method='env://',
             rank=int(os.environ['RANK']),
             world_size=int(os.environ['WORLD_SIZE']),
-            **kwargs)
+            **kwargs,
+        )
     return True
 
 

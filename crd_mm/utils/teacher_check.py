@@ -18,6 +18,7 @@ teacher's own ``cfg_path`` names its config directly. Checkpoints given by URL
 (``https://...``, mmpretrain's released weights) or on remote storage are not
 checked.
 """
+
 import os
 import os.path as osp
 from typing import Iterable, List, NamedTuple, Optional, Sequence
@@ -31,6 +32,7 @@ CONFIG_SUFFIXES = ('.py', '.yaml', '.yml', '.json')
 
 class TeacherCheckpoint(NamedTuple):
     """A teacher checkpoint named by a model config."""
+
     key: str  # the --cfg-options key that sets it, e.g. 'model.teacher_ckpt'
     path: str
     cfg_path: Optional[str] = None  # the teacher's own config, where the model names it
@@ -55,8 +57,11 @@ def teacher_checkpoints(model: dict, prefix: str = 'model') -> List[TeacherCheck
     if isinstance(teachers, dict):
         for name, spec in teachers.items():
             if isinstance(spec, dict) and spec.get('ckpt'):
-                found.append(TeacherCheckpoint(f'{prefix}.teachers.{name}.ckpt', spec['ckpt'],
-                                               spec.get('cfg_path')))
+                found.append(
+                    TeacherCheckpoint(
+                        f'{prefix}.teachers.{name}.ckpt', spec['ckpt'], spec.get('cfg_path')
+                    )
+                )
     found += teacher_checkpoints(model.get('module'), f'{prefix}.module')
     return found
 
@@ -68,7 +73,7 @@ def _config_roots(config_file: Optional[str]) -> List[str]:
         parts = osp.abspath(config_file).split(os.sep)
         if 'configs' in parts:
             index = len(parts) - 1 - parts[::-1].index('configs')
-            roots.append(os.sep.join(parts[:index + 1]))
+            roots.append(os.sep.join(parts[: index + 1]))
     roots.append(package_configs_dir())
     unique = []
     for root in roots:
@@ -90,7 +95,7 @@ def _run_folders(ckpt: str) -> List[str]:
     """The folders of a checkpoint path that name its run: those below the last ``work_dirs``."""
     folders = osp.normpath(ckpt).split(os.sep)[:-1]
     if 'work_dirs' in folders:
-        folders = folders[len(folders) - folders[::-1].index('work_dirs'):]
+        folders = folders[len(folders) - folders[::-1].index('work_dirs') :]
     return [f for f in folders if f not in ('', '.')]
 
 
@@ -109,8 +114,10 @@ def find_teacher_config(ckpt: str, roots: Sequence[str]) -> Optional[str]:
         for path in _recipes(root):
             parts = osp.splitext(osp.relpath(path, root))[0].split(os.sep)
             matched = 0
-            while (matched < min(len(parts), len(folders))
-                   and parts[-1 - matched] == folders[-1 - matched]):
+            while (
+                matched < min(len(parts), len(folders))
+                and parts[-1 - matched] == folders[-1 - matched]
+            ):
                 matched += 1
             if matched == 0:
                 continue
@@ -155,15 +162,22 @@ def _advice(item: TeacherCheckpoint, roots: Sequence[str], train_tool: str) -> s
         if osp.abspath(_default_work_dir(config)) != osp.abspath(run_dir):
             command += f' --work-dir {run_dir}'
         known = item.cfg_path or 'work_dirs' in osp.normpath(item.path).split(os.sep)
-        source = ('It is written by the teacher config' if known else
-                  'Its folder is named after the config')
+        source = (
+            'It is written by the teacher config'
+            if known
+            else 'Its folder is named after the config'
+        )
         lines += [f'  {source} {_shown(config)}; train the teacher first:', f'    {command}']
     else:
-        lines += [f'  No config in {" or ".join(map(_shown, roots))} is named after its folder '
-                  "(tools/train.py writes a config's checkpoints to work_dirs/<config name>/); "
-                  'train the teacher with the config it was meant to come from:',
-                  f'    python {_shown(train_tool)} <teacher config> --work-dir {run_dir}']
-    lines.append(f'  or use a teacher checkpoint you have: --cfg-options {item.key}=/path/to/teacher.pth')
+        lines += [
+            f'  No config in {" or ".join(map(_shown, roots))} is named after its folder '
+            "(tools/train.py writes a config's checkpoints to work_dirs/<config name>/); "
+            'train the teacher with the config it was meant to come from:',
+            f'    python {_shown(train_tool)} <teacher config> --work-dir {run_dir}',
+        ]
+    lines.append(
+        f'  or use a teacher checkpoint you have: --cfg-options {item.key}=/path/to/teacher.pth'
+    )
     return '\n'.join(lines)
 
 
@@ -177,13 +191,18 @@ def check_teachers(cfg, train_tool: str = 'tools/train.py', extra_hint: str = ''
         extra_hint (str): A line added to the message (``tools/test.py`` says
             how to test a distilled checkpoint without its teacher's own file).
     """
-    missing = [item for item in teacher_checkpoints(cfg.get('model'))
-               if '://' not in str(item.path) and not osp.isfile(item.path)]
+    missing = [
+        item
+        for item in teacher_checkpoints(cfg.get('model'))
+        if '://' not in str(item.path) and not osp.isfile(item.path)
+    ]
     if not missing:
         return
     roots = _config_roots(cfg.filename)
-    message = [f'{len(missing)} teacher checkpoint(s) of {cfg.filename or "the config"} not found; '
-               'nothing was built.']
+    message = [
+        f'{len(missing)} teacher checkpoint(s) of {cfg.filename or "the config"} not found; '
+        'nothing was built.'
+    ]
     message += [_advice(item, roots, train_tool) for item in missing]
     if extra_hint:
         message.append(extra_hint)

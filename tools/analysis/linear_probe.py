@@ -26,6 +26,7 @@ cosine decay to 0); ``--cfg-options`` overrides any key of the probe's config
 (e.g. ``train_dataloader.batch_size=256``). The result is printed and written
 to ``WORK_DIR/linear_probe.json``.
 """
+
 import argparse
 import json
 import os.path as osp
@@ -46,13 +47,22 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help="the trained model's config (classifier or distiller)")
     parser.add_argument('checkpoint', help="the trained model's checkpoint")
-    parser.add_argument('--dataset-config', required=True,
-                        help='mmpretrain dataset config with train_dataloader and test_dataloader')
+    parser.add_argument(
+        '--dataset-config',
+        required=True,
+        help='mmpretrain dataset config with train_dataloader and test_dataloader',
+    )
     parser.add_argument('--work-dir', help='where the probe logs and writes linear_probe.json')
     parser.add_argument('--epochs', type=int, default=30, help='training epochs of the linear head')
-    parser.add_argument('--lr', type=float, default=0.1, help='SGD learning rate of the linear head')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help="override keys of the probe's config, e.g. train_dataloader.batch_size=256")
+    parser.add_argument(
+        '--lr', type=float, default=0.1, help='SGD learning rate of the linear head'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help="override keys of the probe's config, e.g. train_dataloader.batch_size=256",
+    )
     return parse_launcher_args(parser)
 
 
@@ -72,12 +82,15 @@ def num_classes_of(data: Config) -> int:
     if (data.get('data_preprocessor') or {}).get('num_classes'):
         return data.data_preprocessor.num_classes
     from mmpretrain.registry import DATASETS
+
     init_default_scope('mmpretrain')
     dataset = DATASETS.build(data.train_dataloader.dataset)
     classes = dataset.metainfo.get('classes')
     if not classes:
-        raise ValueError('the dataset config gives no number of classes: set data_preprocessor.num_classes '
-                         'or use a dataset with metainfo classes')
+        raise ValueError(
+            'the dataset config gives no number of classes: set data_preprocessor.num_classes '
+            'or use a dataset with metainfo classes'
+        )
     return len(classes)
 
 
@@ -88,53 +101,81 @@ def probe_config(args) -> Config:
     student, prefix = student_of(cfg.model)
     for key in ('backbone', 'head'):
         if key not in student:
-            raise ValueError(f"{args.config}: the model to probe has no '{key}' (an mmpretrain "
-                             'ImageClassifier, or a distiller whose architecture is one)')
+            raise ValueError(
+                f"{args.config}: the model to probe has no '{key}' (an mmpretrain "
+                'ImageClassifier, or a distiller whose architecture is one)'
+            )
     in_channels = student.head.get('in_channels')
     if in_channels is None:
-        raise ValueError(f"{args.config}: the model's head gives no in_channels (the feature width "
-                         'the linear classifier reads)')
-    if 'train_dataloader' not in data or not (data.get('test_dataloader') or data.get('val_dataloader')):
-        raise ValueError(f'{args.dataset_config} must define train_dataloader and test_dataloader '
-                         '(or val_dataloader), as mmpretrain\'s _base_/datasets/*.py do')
+        raise ValueError(
+            f"{args.config}: the model's head gives no in_channels (the feature width "
+            'the linear classifier reads)'
+        )
+    if 'train_dataloader' not in data or not (
+        data.get('test_dataloader') or data.get('val_dataloader')
+    ):
+        raise ValueError(
+            f'{args.dataset_config} must define train_dataloader and test_dataloader '
+            "(or val_dataloader), as mmpretrain's _base_/datasets/*.py do"
+        )
     test_dataloader = data.get('test_dataloader') or data.val_dataloader
-    preprocessor = dict(data.get('data_preprocessor') or cfg.get('data_preprocessor')
-                        or cfg.model.get('data_preprocessor') or student.get('data_preprocessor') or {})
+    preprocessor = dict(
+        data.get('data_preprocessor')
+        or cfg.get('data_preprocessor')
+        or cfg.model.get('data_preprocessor')
+        or student.get('data_preprocessor')
+        or {}
+    )
     preprocessor.setdefault('type', 'ClsDataPreprocessor')
     preprocessor.pop('batch_augments', None)  # a linear probe trains on the plain images
     num_classes = num_classes_of(data)
     preprocessor['num_classes'] = num_classes
-    name = f'{osp.splitext(osp.basename(args.config))[0]}_on_' \
-           f'{osp.splitext(osp.basename(args.dataset_config))[0]}'
-    probe = Config(dict(
-        default_scope='mmpretrain',
-        work_dir=args.work_dir or osp.join('work_dirs', 'linear_probe', name),
-        model=dict(
-            type='LinearProbeClassifier',
-            checkpoint=args.checkpoint,
-            checkpoint_prefix=prefix,
-            backbone=student.backbone,
-            neck=student.get('neck'),
-            head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels,
-                      loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-            data_preprocessor=preprocessor),
-        train_dataloader=data.train_dataloader,
-        test_dataloader=test_dataloader,
-        test_evaluator=data.get('test_evaluator') or dict(type='Accuracy', topk=(1, )),
-        train_cfg=dict(by_epoch=True, max_epochs=args.epochs),
-        test_cfg=dict(),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=args.lr, momentum=0.9, weight_decay=0.0)),
-        param_scheduler=dict(type='CosineAnnealingLR', by_epoch=True, T_max=args.epochs, eta_min=0.0),
-        default_hooks=dict(
-            timer=dict(type='IterTimerHook'),
-            logger=dict(type='LoggerHook', interval=50),
-            param_scheduler=dict(type='ParamSchedulerHook'),
-            checkpoint=dict(type='CheckpointHook', interval=-1, save_last=True),
-            sampler_seed=dict(type='DistSamplerSeedHook')),
-        env_cfg=cfg.get('env_cfg', dict(dist_cfg=dict(backend='nccl'))),
-        randomness=dict(seed=0),
-        log_level='INFO',
-        launcher=args.launcher))
+    name = (
+        f'{osp.splitext(osp.basename(args.config))[0]}_on_'
+        f'{osp.splitext(osp.basename(args.dataset_config))[0]}'
+    )
+    probe = Config(
+        dict(
+            default_scope='mmpretrain',
+            work_dir=args.work_dir or osp.join('work_dirs', 'linear_probe', name),
+            model=dict(
+                type='LinearProbeClassifier',
+                checkpoint=args.checkpoint,
+                checkpoint_prefix=prefix,
+                backbone=student.backbone,
+                neck=student.get('neck'),
+                head=dict(
+                    type='LinearClsHead',
+                    num_classes=num_classes,
+                    in_channels=in_channels,
+                    loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+                ),
+                data_preprocessor=preprocessor,
+            ),
+            train_dataloader=data.train_dataloader,
+            test_dataloader=test_dataloader,
+            test_evaluator=data.get('test_evaluator') or dict(type='Accuracy', topk=(1,)),
+            train_cfg=dict(by_epoch=True, max_epochs=args.epochs),
+            test_cfg=dict(),
+            optim_wrapper=dict(
+                optimizer=dict(type='SGD', lr=args.lr, momentum=0.9, weight_decay=0.0)
+            ),
+            param_scheduler=dict(
+                type='CosineAnnealingLR', by_epoch=True, T_max=args.epochs, eta_min=0.0
+            ),
+            default_hooks=dict(
+                timer=dict(type='IterTimerHook'),
+                logger=dict(type='LoggerHook', interval=50),
+                param_scheduler=dict(type='ParamSchedulerHook'),
+                checkpoint=dict(type='CheckpointHook', interval=-1, save_last=True),
+                sampler_seed=dict(type='DistSamplerSeedHook'),
+            ),
+            env_cfg=cfg.get('env_cfg', dict(dist_cfg=dict(backend='nccl'))),
+            randomness=dict(seed=0),
+            log_level='INFO',
+            launcher=args.launcher,
+        )
+    )
     if args.cfg_options:
         probe.merge_from_dict(args.cfg_options)
     return probe
@@ -150,8 +191,13 @@ def main():
     metrics = runner.test()
     if METRIC not in metrics:
         raise KeyError(f'the test evaluator reported no {METRIC!r} (got {sorted(metrics)})')
-    result = dict(config=args.config, checkpoint=args.checkpoint, dataset_config=args.dataset_config,
-                  epochs=probe.train_cfg.max_epochs, **{k: float(v) for k, v in metrics.items()})
+    result = dict(
+        config=args.config,
+        checkpoint=args.checkpoint,
+        dataset_config=args.dataset_config,
+        epochs=probe.train_cfg.max_epochs,
+        **{k: float(v) for k, v in metrics.items()},
+    )
     if runner.rank == 0:
         with open(osp.join(probe.work_dir, 'linear_probe.json'), 'w') as f:
             json.dump(result, f, indent=2)

@@ -29,6 +29,7 @@ the two splits must hold the same labelled images in the same order.
 ``logit_correlation_<split>.png`` beside the first student's checkpoint;
 the JSON has the same name with ``.json``.
 """
+
 import argparse
 import json
 import os
@@ -37,21 +38,42 @@ import os.path as osp
 import numpy as np
 from mmengine.config import Config
 
-from crd_mm.utils.analysis import (add_network_arguments, build_split, build_trained_classifier, class_names,
-                                   collect_outputs, config_checkpoint_pairs, default_device)
+from crd_mm.utils.analysis import (
+    add_network_arguments,
+    build_split,
+    build_trained_classifier,
+    class_names,
+    collect_outputs,
+    config_checkpoint_pairs,
+    default_device,
+)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('teacher_config', help="the teacher's training config")
     parser.add_argument('teacher_checkpoint', help="the teacher's checkpoint")
-    parser.add_argument('students', nargs='+', metavar='STUDENT_CONFIG STUDENT_CKPT',
-                        help="one or more students' training configs (classifier or distiller) and checkpoints")
-    parser.add_argument('--titles', nargs='+', help="a title per student (default: the config file names)")
-    parser.add_argument('--split', choices=('test', 'train'), default='test',
-                        help='the dataset split, fed through the test pipeline (default: test)')
-    parser.add_argument('--vmax', type=float, help='top of the colour scale (default: the largest difference)')
-    parser.add_argument('--out', help="the PNG to write (default: beside the first student's checkpoint)")
+    parser.add_argument(
+        'students',
+        nargs='+',
+        metavar='STUDENT_CONFIG STUDENT_CKPT',
+        help="one or more students' training configs (classifier or distiller) and checkpoints",
+    )
+    parser.add_argument(
+        '--titles', nargs='+', help='a title per student (default: the config file names)'
+    )
+    parser.add_argument(
+        '--split',
+        choices=('test', 'train'),
+        default='test',
+        help='the dataset split, fed through the test pipeline (default: test)',
+    )
+    parser.add_argument(
+        '--vmax', type=float, help='top of the colour scale (default: the largest difference)'
+    )
+    parser.add_argument(
+        '--out', help="the PNG to write (default: beside the first student's checkpoint)"
+    )
     add_network_arguments(parser)
     args = parser.parse_args()
     args.device = default_device(args.device)
@@ -77,8 +99,10 @@ def correlation(logits: np.ndarray, who: str) -> np.ndarray:
         raise ValueError(f'{who} saw {len(logits)} image(s): a correlation needs at least 2')
     constant = np.flatnonzero(logits.std(axis=0) == 0)
     if len(constant):
-        raise ValueError(f"{who}'s logits of classes {constant.tolist()} are the same for every image, "
-                         'so their correlation is undefined (an untrained or collapsed network?)')
+        raise ValueError(
+            f"{who}'s logits of classes {constant.tolist()} are the same for every image, "
+            'so their correlation is undefined (an untrained or collapsed network?)'
+        )
     return np.corrcoef(logits, rowvar=False)
 
 
@@ -88,12 +112,15 @@ def top1(outputs) -> float:
 
 def plot(diffs, titles, names, vmax: float, out: str) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     num_classes = len(names)
     size = min(4 + 0.35 * num_classes, 10)
-    fig, axes = plt.subplots(1, len(diffs), figsize=(size * len(diffs) + 1.5, size + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(diffs), figsize=(size * len(diffs) + 1.5, size + 0.5), squeeze=False
+    )
     for ax, diff, title in zip(axes[0], diffs, titles):
         image = ax.imshow(diff, cmap='viridis', vmin=0.0, vmax=vmax, interpolation='nearest')
         if num_classes <= 30:
@@ -119,36 +146,71 @@ def main():
         student, dataset = logits_of(config, checkpoint, args)
         labels = student['labels']
         if len(labels) != num_images or (labels != teacher['labels']).any():
-            raise ValueError(f"{config}'s {args.split} split differs from the teacher's ({len(labels)} and "
-                             f'{num_images} images, or other labels in the same places): the correlations '
-                             'must be taken over the same images in the same order')
+            raise ValueError(
+                f"{config}'s {args.split} split differs from the teacher's ({len(labels)} and "
+                f'{num_images} images, or other labels in the same places): the correlations '
+                'must be taken over the same images in the same order'
+            )
         if student['logits'].shape[1] != num_classes:
-            raise ValueError(f"the teacher has {num_classes} classes, {config}'s network "
-                             f"{student['logits'].shape[1]}")
+            raise ValueError(
+                f"the teacher has {num_classes} classes, {config}'s network "
+                f'{student["logits"].shape[1]}'
+            )
         corr_s = correlation(student['logits'], config)
         diff = np.abs(corr_t - corr_s)
         diffs.append(diff)
         names = names or class_names(dataset, num_classes)
-        students.append(dict(config=config, checkpoint=checkpoint, title=title, top1=top1(student),
-                             mean_abs_diff=float(diff[off_diagonal].mean()), max_abs_diff=float(diff.max()),
-                             corr=corr_s.tolist()))
+        students.append(
+            dict(
+                config=config,
+                checkpoint=checkpoint,
+                title=title,
+                top1=top1(student),
+                mean_abs_diff=float(diff[off_diagonal].mean()),
+                max_abs_diff=float(diff.max()),
+                corr=corr_s.tolist(),
+            )
+        )
 
-    out = args.out or osp.join(osp.dirname(osp.abspath(args.students[0][1])), f'logit_correlation_{args.split}.png')
+    out = args.out or osp.join(
+        osp.dirname(osp.abspath(args.students[0][1])), f'logit_correlation_{args.split}.png'
+    )
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     vmax = args.vmax or max(float(diff.max()) for diff in diffs)
-    plot(diffs, [f"{s['title']}\nmean |corr diff| {s['mean_abs_diff']:.4f} (off-diagonal)" for s in students],
-         names, vmax, out)
-    result = dict(teacher_config=args.teacher_config, teacher_checkpoint=args.teacher_checkpoint,
-                  teacher_top1=top1(teacher), split=args.split, num_images=num_images, num_classes=num_classes,
-                  corr_teacher=corr_t.tolist(), students=students)
+    plot(
+        diffs,
+        [
+            f'{s["title"]}\nmean |corr diff| {s["mean_abs_diff"]:.4f} (off-diagonal)'
+            for s in students
+        ],
+        names,
+        vmax,
+        out,
+    )
+    result = dict(
+        teacher_config=args.teacher_config,
+        teacher_checkpoint=args.teacher_checkpoint,
+        teacher_top1=top1(teacher),
+        split=args.split,
+        num_images=num_images,
+        num_classes=num_classes,
+        corr_teacher=corr_t.tolist(),
+        students=students,
+    )
     json_path = osp.splitext(out)[0] + '.json'
     with open(json_path, 'w') as f:
         json.dump(result, f, indent=1)
-    print(f'{num_images} {args.split} images; teacher {osp.basename(args.teacher_config)}: top-1 '
-          f"{result['teacher_top1']:.2f}")
-    print(f'mean |corr_teacher - corr_student| over the {num_classes * (num_classes - 1)} off-diagonal class pairs:')
+    print(
+        f'{num_images} {args.split} images; teacher {osp.basename(args.teacher_config)}: top-1 '
+        f'{result["teacher_top1"]:.2f}'
+    )
+    print(
+        f'mean |corr_teacher - corr_student| over the {num_classes * (num_classes - 1)} off-diagonal class pairs:'
+    )
     for s in students:
-        print(f"  {s['title']}: {s['mean_abs_diff']:.6f} (max {s['max_abs_diff']:.4f}; top-1 {s['top1']:.2f})")
+        print(
+            f'  {s["title"]}: {s["mean_abs_diff"]:.6f} (max {s["max_abs_diff"]:.4f}; top-1 {s["top1"]:.2f})'
+        )
     print(f'wrote {out} and {json_path}', flush=True)
 
 

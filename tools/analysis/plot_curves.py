@@ -27,6 +27,7 @@ cross-entropy term of a distillation run, the loss of a plain one). The PNG
 defaults to ``curves.png`` in the folder the work dirs share; ``--dump``
 writes the plotted points, read back from the figure, as JSON.
 """
+
 import argparse
 import glob
 import json
@@ -41,16 +42,30 @@ TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR', help='work dirs (or run folders, or json logs)')
-    parser.add_argument('--keys', nargs='+', default=['loss', 'accuracy/top1'],
-                        help="logged scalars to plot, one subplot each (default: loss accuracy/top1); "
-                        "'a|b' plots a, or b in work dirs that did not log a")
+    parser.add_argument(
+        'work_dirs', nargs='+', metavar='WORK_DIR', help='work dirs (or run folders, or json logs)'
+    )
+    parser.add_argument(
+        '--keys',
+        nargs='+',
+        default=['loss', 'accuracy/top1'],
+        help='logged scalars to plot, one subplot each (default: loss accuracy/top1); '
+        "'a|b' plots a, or b in work dirs that did not log a",
+    )
     parser.add_argument('--legend', nargs='+', help='a name per work dir (default: the paths)')
-    parser.add_argument('--x', choices=('epoch', 'iter'), default='epoch', help='the x axis (default: epoch)')
-    parser.add_argument('--runs', choices=('latest', 'all'), default='latest',
-                        help="each work dir's newest run (default), or all its runs in time order")
+    parser.add_argument(
+        '--x', choices=('epoch', 'iter'), default='epoch', help='the x axis (default: epoch)'
+    )
+    parser.add_argument(
+        '--runs',
+        choices=('latest', 'all'),
+        default='latest',
+        help="each work dir's newest run (default), or all its runs in time order",
+    )
     parser.add_argument('--title', help='a title over the figure')
-    parser.add_argument('--out', help='the PNG to write (default: curves.png in the work dirs\' common folder)')
+    parser.add_argument(
+        '--out', help="the PNG to write (default: curves.png in the work dirs' common folder)"
+    )
     parser.add_argument('--dump', help='also write the plotted points to this JSON file')
     args = parser.parse_args()
     if args.legend and len(args.legend) != len(args.work_dirs):
@@ -63,18 +78,25 @@ def run_logs(work_dir: str) -> List[str]:
     if osp.isfile(work_dir):
         return [work_dir]
     if not osp.isdir(work_dir):
-        raise FileNotFoundError(f'{work_dir} does not exist (give a work dir, a run folder or a json log)')
+        raise FileNotFoundError(
+            f'{work_dir} does not exist (give a work dir, a run folder or a json log)'
+        )
     name = osp.basename(osp.normpath(work_dir))
     if TIMESTAMP.match(name) and osp.isdir(osp.join(work_dir, 'vis_data')):
         candidates = [osp.join(work_dir, 'vis_data', f'{name}.json')]
     else:
-        candidates = [osp.join(work_dir, run, 'vis_data', f'{run}.json')
-                      for run in sorted(os.listdir(work_dir)) if TIMESTAMP.match(run)]
+        candidates = [
+            osp.join(work_dir, run, 'vis_data', f'{run}.json')
+            for run in sorted(os.listdir(work_dir))
+            if TIMESTAMP.match(run)
+        ]
     logs = [path for path in candidates if osp.isfile(path) and osp.getsize(path) > 0]
     if not logs:
         found = sorted(glob.glob(osp.join(work_dir, '*')))[:10]
-        raise FileNotFoundError(f'{work_dir} holds no run log <timestamp>/vis_data/<timestamp>.json (mmengine '
-                                f'writes one per training run); found: {found}')
+        raise FileNotFoundError(
+            f'{work_dir} holds no run log <timestamp>/vis_data/<timestamp>.json (mmengine '
+            f'writes one per training run); found: {found}'
+        )
     return logs
 
 
@@ -98,12 +120,18 @@ def curve(lines: List[dict], key: str, x_axis: str, source: str) -> Dict[float, 
             elif 'epoch' in line:
                 per_epoch[line['epoch']].append(line[key])
             else:
-                raise ValueError(f'{source} is an iteration-based run (its lines have no epoch): use --x iter')
+                raise ValueError(
+                    f'{source} is an iteration-based run (its lines have no epoch): use --x iter'
+                )
         elif x_axis == 'epoch' and not epoch_based and train:
-            raise ValueError(f'{source} is an iteration-based run (its lines have no epoch): use --x iter')
+            raise ValueError(
+                f'{source} is an iteration-based run (its lines have no epoch): use --x iter'
+            )
         elif x_axis == 'iter' and epoch_based:
-            raise ValueError(f'{source} logs {key!r} per epoch (an epoch-based run logs no iteration for its '
-                             'validations): plot it with --x epoch')
+            raise ValueError(
+                f'{source} logs {key!r} per epoch (an epoch-based run logs no iteration for its '
+                'validations): plot it with --x epoch'
+            )
         else:
             points[line['step']] = line[key]
     for epoch, values in per_epoch.items():
@@ -126,7 +154,11 @@ def collect(args) -> Tuple[Dict[str, Dict[str, Tuple[list, list]]], Dict[str, Li
                 available.update(line)
         for key in args.keys:
             # 'a|b': the first of the alternatives this work dir logged
-            logged = [alt for alt in key.split('|') if any(alt in line for lines in runs for line in lines)]
+            logged = [
+                alt
+                for alt in key.split('|')
+                if any(alt in line for lines in runs for line in lines)
+            ]
             merged = {}
             for path, lines in zip(logs, runs):
                 if logged:
@@ -145,6 +177,7 @@ def main():
     args = parse_args()
     curves, sources = collect(args)
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -153,9 +186,12 @@ def main():
     for ax, key in zip(axes[0], args.keys):
         dump['curves'][key] = {}
         for name, (xs, ys) in curves[key].items():
-            (line, ) = ax.plot(xs, ys, marker='o' if len(xs) <= 30 else None, markersize=3, label=name)
-            dump['curves'][key][name] = dict(x=[float(v) for v in line.get_xdata()],
-                                             y=[float(v) for v in line.get_ydata()])
+            (line,) = ax.plot(
+                xs, ys, marker='o' if len(xs) <= 30 else None, markersize=3, label=name
+            )
+            dump['curves'][key][name] = dict(
+                x=[float(v) for v in line.get_xdata()], y=[float(v) for v in line.get_ydata()]
+            )
         ax.set_xlabel(args.x)
         ax.set_ylabel(key)
         ax.set_title(key)
@@ -164,7 +200,9 @@ def main():
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
-    folders = [osp.dirname(osp.abspath(w)) if osp.isfile(w) else osp.abspath(w) for w in args.work_dirs]
+    folders = [
+        osp.dirname(osp.abspath(w)) if osp.isfile(w) else osp.abspath(w) for w in args.work_dirs
+    ]
     out = args.out or osp.join(osp.commonpath(folders), 'curves.png')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -17,6 +17,7 @@ which ``--deps-dir`` puts on ``sys.path``; without it the torchdistill case is s
     pip install --no-deps --target /tmp/crd_mm_benchmark_deps torchdistill==1.1.5
     python tools/benchmark/crd_bank_benchmark.py --deps-dir /tmp/crd_mm_benchmark_deps
 """
+
 import argparse
 import json
 import os
@@ -26,8 +27,10 @@ import sys
 import threading
 import time
 
-SCALES = dict(cifar100=dict(num_samples=50_000, batch=64, classes=100),
-              imagenet=dict(num_samples=1_281_167, batch=256, classes=1000))
+SCALES = dict(
+    cifar100=dict(num_samples=50_000, batch=64, classes=100),
+    imagenet=dict(num_samples=1_281_167, batch=256, classes=1000),
+)
 CASES = ('mmrazor', 'torchdistill', 'crd_mm-per-sample', 'crd_mm-shared')
 NUM_NEGATIVES, FEAT_DIM = 16384, 128
 
@@ -69,6 +72,7 @@ def write_report(report, out=None):
 def time_steps(step, steps, device):
     """Run ``step(0)`` as a warm-up, then time ``steps`` steps: (seconds per step, peak bytes above before)."""
     import torch
+
     step(0)
     baseline = PeakRSS.current()
     if device == 'cuda':
@@ -79,7 +83,9 @@ def time_steps(step, steps, device):
         for i in range(steps):
             step(i + 1)
         step_s = (time.perf_counter() - start) / steps
-    peak = (torch.cuda.max_memory_allocated() - base_cuda) if device == 'cuda' else rss.peak - baseline
+    peak = (
+        (torch.cuda.max_memory_allocated() - base_cuda) if device == 'cuda' else rss.peak - baseline
+    )
     return step_s, peak
 
 
@@ -88,16 +94,16 @@ def run_case(case, scale, steps, device, deps_dir=None):
     import torch
     import torch.nn.functional as F
     from mmengine.structures import BaseDataElement
+    from mmrazor.models.losses.crd_loss import CRDLoss as MMRazorCRDLoss
 
     import crd_mm  # noqa: F401
     from crd_mm.memory import ContrastMemoryBank
     from crd_mm.models.losses import CRDLoss
-    from mmrazor.models.losses.crd_loss import CRDLoss as MMRazorCRDLoss
 
     cfg = SCALES[scale]
     n, b = cfg['num_samples'], cfg['batch']
     torch.manual_seed(0)
-    labels = torch.randint(0, cfg['classes'], (n, ))
+    labels = torch.randint(0, cfg['classes'], (n,))
     start = time.perf_counter()
     if case == 'mmrazor':
         loss = MMRazorCRDLoss(neg_num=NUM_NEGATIVES, sample_n=n, dim_out=FEAT_DIM).to(device)
@@ -105,14 +111,21 @@ def run_case(case, scale, steps, device, deps_dir=None):
     elif case == 'torchdistill':
         sys.path.insert(0, deps_dir)
         from torchdistill.losses.mid_level import CRDLoss as TorchdistillCRDLoss
+
         # its forward reads io dicts: embeddings at module paths 's'/'t', indices at 'e'
         loss = TorchdistillCRDLoss('s', 'e', 't', FEAT_DIM, n, NUM_NEGATIVES, n).to(device)
         sent = 0  # per-rank buffers, as mmrazor's
     else:
         shared = case.endswith('shared')
-        loss = CRDLoss(num_negatives=NUM_NEGATIVES, feat_dim=FEAT_DIM, share_negatives=shared,
-                       negative_sampling='uniform' if shared else 'class_exact')
-        bank = ContrastMemoryBank(n, FEAT_DIM, 0.5, labels=None if shared else labels, device=device)
+        loss = CRDLoss(
+            num_negatives=NUM_NEGATIVES,
+            feat_dim=FEAT_DIM,
+            share_negatives=shared,
+            negative_sampling='uniform' if shared else 'class_exact',
+        )
+        bank = ContrastMemoryBank(
+            n, FEAT_DIM, 0.5, labels=None if shared else labels, device=device
+        )
         loss.attach_memory_bank(bank)
         sent = b * (8 + 2 * FEAT_DIM * 4) + 8  # indices + both embeddings + the row count
     if device == 'cuda':
@@ -120,7 +133,7 @@ def run_case(case, scale, steps, device, deps_dir=None):
     build_s = time.perf_counter() - start
 
     def step(i):
-        idx = torch.randint(0, n, (b, ), device=device)
+        idx = torch.randint(0, n, (b,), device=device)
         e_s = F.normalize(torch.randn(b, FEAT_DIM, device=device), dim=1).requires_grad_()
         e_t = F.normalize(torch.randn(b, FEAT_DIM, device=device), dim=1).requires_grad_()
         samples = [BaseDataElement(sample_idx=j) for j in idx]
@@ -130,8 +143,10 @@ def run_case(case, scale, steps, device, deps_dir=None):
             # its negatives come from its dataset wrapper (data loading), drawn here uniformly
             contrast = torch.randint(0, n, (b, NUM_NEGATIVES + 1), device=device)
             contrast[:, 0] = idx
-            loss({'s': {'output': e_s}, 'e': {'input': {'pos_idx': idx, 'contrast_idx': contrast}}},
-                 {'t': {'output': e_t}}).backward()
+            loss(
+                {'s': {'output': e_s}, 'e': {'input': {'pos_idx': idx, 'contrast_idx': contrast}}},
+                {'t': {'output': e_t}},
+            ).backward()
         else:
             bank.reseed(i)
             loss(e_s, e_t, samples).backward()
@@ -140,8 +155,15 @@ def run_case(case, scale, steps, device, deps_dir=None):
             torch.cuda.synchronize()
 
     step_s, peak = time_steps(step, steps, device)
-    return dict(case=case, scale=scale, build_s=build_s, step_s=step_s, peak_bytes=peak,
-                sync_bytes_per_step=sent, broadcast_bytes=2 * n * FEAT_DIM * 4)
+    return dict(
+        case=case,
+        scale=scale,
+        build_s=build_s,
+        step_s=step_s,
+        peak_bytes=peak,
+        sync_bytes_per_step=sent,
+        broadcast_bytes=2 * n * FEAT_DIM * 4,
+    )
 
 
 def main():
@@ -150,8 +172,11 @@ def main():
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out', help='write the Markdown report here')
-    parser.add_argument('--deps-dir', help='folder holding torchdistill (pip install --target); '
-                        'without it the torchdistill case is skipped')
+    parser.add_argument(
+        '--deps-dir',
+        help='folder holding torchdistill (pip install --target); '
+        'without it the torchdistill case is skipped',
+    )
     parser.add_argument('--case', help=argparse.SUPPRESS)
     parser.add_argument('--scale', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,26 +188,48 @@ def main():
     cases = [c for c in CASES if c != 'torchdistill' or args.deps_dir]
     for scale in args.scales:
         for case in cases:
-            out = subprocess.run([sys.executable, __file__, '--case', case, '--scale', scale,
-                                  '--steps', str(args.steps), '--device', args.device]
-                                 + (['--deps-dir', os.path.abspath(args.deps_dir)] if args.deps_dir else []),
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    '--case',
+                    case,
+                    '--scale',
+                    scale,
+                    '--steps',
+                    str(args.steps),
+                    '--device',
+                    args.device,
+                ]
+                + (['--deps-dir', os.path.abspath(args.deps_dir)] if args.deps_dir else []),
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(f'{scale} {case}: {rows[-1]}', file=sys.stderr)
 
-    lines = [f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-             f'device {args.device}; K={NUM_NEGATIVES}, D={FEAT_DIM}, {args.steps} timed steps after '
-             'one warm-up; step = forward + backward + bank update.', '',
-             '| scale | implementation | bank build (s) | step (s) | step peak memory (MB) | '
-             'speed vs mmrazor | memory vs mmrazor | bytes sent per rank per step to keep banks in sync |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = [
+        f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+        f'device {args.device}; K={NUM_NEGATIVES}, D={FEAT_DIM}, {args.steps} timed steps after '
+        'one warm-up; step = forward + backward + bank update.',
+        '',
+        '| scale | implementation | bank build (s) | step (s) | step peak memory (MB) | '
+        'speed vs mmrazor | memory vs mmrazor | bytes sent per rank per step to keep banks in sync |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for row in rows:
         ref = next(r for r in rows if r['scale'] == row['scale'] and r['case'] == 'mmrazor')
-        sync = ('0 (banks diverge); ' f"{ref['broadcast_bytes'] / 1e6:.0f} MB if buffers are broadcast"
-                if row['case'] in ('mmrazor', 'torchdistill') else f"{row['sync_bytes_per_step'] / 1e3:.1f} KB")
-        lines.append(f"| {row['scale']} | {row['case']} | {row['build_s']:.2f} | {row['step_s']:.3f} | "
-                     f"{row['peak_bytes'] / 2**20:.0f} | {ref['step_s'] / row['step_s']:.2f}x | "
-                     f"{ref['peak_bytes'] / max(row['peak_bytes'], 1):.2f}x | {sync} |")
+        sync = (
+            f'0 (banks diverge); {ref["broadcast_bytes"] / 1e6:.0f} MB if buffers are broadcast'
+            if row['case'] in ('mmrazor', 'torchdistill')
+            else f'{row["sync_bytes_per_step"] / 1e3:.1f} KB'
+        )
+        lines.append(
+            f'| {row["scale"]} | {row["case"]} | {row["build_s"]:.2f} | {row["step_s"]:.3f} | '
+            f'{row["peak_bytes"] / 2**20:.0f} | {ref["step_s"] / row["step_s"]:.2f}x | '
+            f'{ref["peak_bytes"] / max(row["peak_bytes"], 1):.2f}x | {sync} |'
+        )
     write_report('\n'.join(lines), args.out)
 
 

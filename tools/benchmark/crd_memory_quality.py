@@ -13,6 +13,7 @@ Prints a Markdown table: top-1 after the last epoch per seed, mean and spread.
 
     python tools/benchmark/crd_memory_quality.py --seeds 0 1 2 --work-dir work_dirs/memory_quality
 """
+
 import argparse
 import os
 import os.path as osp
@@ -41,11 +42,22 @@ def train(config, work_dir, options, nproc=1):
         with socket.socket() as sock:
             sock.bind(('127.0.0.1', 0))
             port = sock.getsockname()[1]
-        cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', f'--master_port={port}',
-               osp.join(REPO_ROOT, 'tools', 'train.py'), *args, '--launcher', 'pytorch']
+        cmd = [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            f'--nproc_per_node={nproc}',
+            f'--master_port={port}',
+            osp.join(REPO_ROOT, 'tools', 'train.py'),
+            *args,
+            '--launcher',
+            'pytorch',
+        ]
     else:
         cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), *args]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'), CUDA_VISIBLE_DEVICES='')
+    env = dict(
+        os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'), CUDA_VISIBLE_DEVICES=''
+    )
     env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
     print(' '.join(cmd[1:]), file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -58,7 +70,9 @@ def main():
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--modes', nargs='+', default=list(MODES), choices=list(MODES))
     parser.add_argument('--work-dir', default='work_dirs/memory_quality')
-    parser.add_argument('--teacher-ckpt', help="the demo teacher's checkpoint (trained first when not given)")
+    parser.add_argument(
+        '--teacher-ckpt', help="the demo teacher's checkpoint (trained first when not given)"
+    )
     args = parser.parse_args()
     teacher = args.teacher_ckpt
     if teacher is None:
@@ -69,16 +83,27 @@ def main():
     for mode in args.modes:
         nproc, options = MODES[mode]
         for seed in args.seeds:
-            metrics = train('configs/demo/crd_kd.py', osp.join(args.work_dir, f'{mode}_seed{seed}'),
-                            [f'model.teacher_ckpt={teacher}', f'randomness.seed={seed}', *options], nproc)
+            metrics = train(
+                'configs/demo/crd_kd.py',
+                osp.join(args.work_dir, f'{mode}_seed{seed}'),
+                [f'model.teacher_ckpt={teacher}', f'randomness.seed={seed}', *options],
+                nproc,
+            )
             results.setdefault(mode, []).append(metrics[METRIC])
             print(f'{mode} seed {seed}: {metrics[METRIC]:.2f}', file=sys.stderr, flush=True)
-    lines = ['| memory | processes x batch | ' + ' | '.join(f'seed {s}' for s in args.seeds) + ' | mean | min-max |',
-             '|---|---|' + '---|' * len(args.seeds) + '---|---|']
+    lines = [
+        '| memory | processes x batch | '
+        + ' | '.join(f'seed {s}' for s in args.seeds)
+        + ' | mean | min-max |',
+        '|---|---|' + '---|' * len(args.seeds) + '---|---|',
+    ]
     for mode, values in results.items():
         nproc = MODES[mode][0]
-        lines.append(f'| {mode} | {nproc} x {64 // nproc} | ' + ' | '.join(f'{v:.2f}' for v in values)
-                     + f' | {statistics.mean(values):.2f} | {min(values):.2f}-{max(values):.2f} |')
+        lines.append(
+            f'| {mode} | {nproc} x {64 // nproc} | '
+            + ' | '.join(f'{v:.2f}' for v in values)
+            + f' | {statistics.mean(values):.2f} | {min(values):.2f}-{max(values):.2f} |'
+        )
     print('\n'.join(lines))
 
 

@@ -16,6 +16,7 @@ per-sample`` (K class-exact negatives per sample, the paper's setting) and
     python tools/benchmark/gpu_crd_throughput.py --device cpu --iters 2 --num-samples 5000 \\
         --batch-size 8 --image-size 64                             # a quick check that it runs
 """
+
 import argparse
 import time
 
@@ -28,15 +29,26 @@ NUM_CLASSES, FEAT_DIM, CRD_WEIGHT = 1000, 128, 0.8
 
 def classifier(depth):
     from mmpretrain.registry import MODELS
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='ResNet', depth=depth), neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=512,
-                  loss=dict(type='CrossEntropyLoss'))))
+
+    return MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='ResNet', depth=depth),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='LinearClsHead',
+                num_classes=NUM_CLASSES,
+                in_channels=512,
+                loss=dict(type='CrossEntropyLoss'),
+            ),
+        )
+    )
 
 
 def batches(num_samples, labels, batch_size, count):
     """``count`` batches of data samples with distinct dataset indices and their training-set labels."""
     from mmpretrain.structures import DataSample
+
     gen = torch.Generator().manual_seed(1)
     out = []
     for _ in range(count):
@@ -57,17 +69,29 @@ def run_case(case, args):
     teacher = classifier(34).to(device).eval().requires_grad_(False)
     student = classifier(18).to(device).train()
     params = list(student.parameters())
-    labels = torch.randint(0, NUM_CLASSES, (args.num_samples, ), generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(
+        0, NUM_CLASSES, (args.num_samples,), generator=torch.Generator().manual_seed(0)
+    )
     build_s = 0.0
     if case != 'without CRD':
         shared = case == 'CRD shared'
         connectors = [CRDConnector(512, FEAT_DIM).to(device) for _ in range(2)]
         params += [p for c in connectors for p in c.parameters()]
-        crd = CRDLoss(loss_weight=CRD_WEIGHT, num_negatives=args.num_negatives, feat_dim=FEAT_DIM,
-                      negative_sampling='uniform' if shared else 'class_exact', share_negatives=shared)
+        crd = CRDLoss(
+            loss_weight=CRD_WEIGHT,
+            num_negatives=args.num_negatives,
+            feat_dim=FEAT_DIM,
+            negative_sampling='uniform' if shared else 'class_exact',
+            share_negatives=shared,
+        )
         start = time.perf_counter()
-        bank = ContrastMemoryBank(args.num_samples, FEAT_DIM, momentum=0.5,
-                                  labels=None if shared else labels, device=device)
+        bank = ContrastMemoryBank(
+            args.num_samples,
+            FEAT_DIM,
+            momentum=0.5,
+            labels=None if shared else labels,
+            device=device,
+        )
         if cuda:
             torch.cuda.synchronize()
         build_s = time.perf_counter() - start
@@ -109,46 +133,67 @@ def run_case(case, args):
     peak = f'{torch.cuda.max_memory_allocated() / 2**30:.1f}' if cuda else '-'
     if not torch.isfinite(torch.tensor(final_loss)):
         raise FloatingPointError(f'{case}: the loss is {final_loss} after {args.iters} steps')
-    return dict(case=case, steps_per_s=args.iters / elapsed, images_per_s=args.iters * args.batch_size / elapsed,
-                build_s=build_s, peak_gib=peak, loss=final_loss)
+    return dict(
+        case=case,
+        steps_per_s=args.iters / elapsed,
+        images_per_s=args.iters * args.batch_size / elapsed,
+        build_s=build_s,
+        peak_gib=peak,
+        loss=final_loss,
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--iters', type=int, default=300, help='timed steps per case')
-    parser.add_argument('--warmup', type=int, help='untimed steps before them (default: 10 on a GPU, 1 on the CPU)')
+    parser.add_argument(
+        '--warmup', type=int, help='untimed steps before them (default: 10 on a GPU, 1 on the CPU)'
+    )
     parser.add_argument('--num-samples', type=int, default=1_281_167, help='N, bank rows')
     parser.add_argument('--batch-size', type=int, default=256, help='B')
     parser.add_argument('--num-negatives', type=int, default=16384, help='K')
     parser.add_argument('--image-size', type=int, default=224)
-    parser.add_argument('--amp', action='store_true', help='autocast + GradScaler, as tools/train.py --amp')
+    parser.add_argument(
+        '--amp', action='store_true', help='autocast + GradScaler, as tools/train.py --amp'
+    )
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=CASES)
     args = parser.parse_args()
     if args.device.startswith('cuda') and not torch.cuda.is_available():
-        parser.error('--device cuda, but torch sees no CUDA device; use --device cpu for a quick check')
+        parser.error(
+            '--device cuda, but torch sees no CUDA device; use --device cpu for a quick check'
+        )
     if args.warmup is None:
         args.warmup = 10 if args.device.startswith('cuda') else 1
 
-    import crd_mm  # noqa: F401  (compat patches, registers crd_mm's modules)
     from mmpretrain.utils import register_all_modules
+
+    import crd_mm  # noqa: F401  (compat patches, registers crd_mm's modules)
+
     register_all_modules(init_default_scope=False)
 
     name = torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'
-    print(f'device {name}, torch {torch.__version__}, N={args.num_samples:,}, B={args.batch_size}, '
-          f'K={args.num_negatives}, D={FEAT_DIM}, {args.image_size}px, amp={args.amp}, '
-          f'{args.iters} timed steps after {args.warmup} warm-up steps', flush=True)
+    print(
+        f'device {name}, torch {torch.__version__}, N={args.num_samples:,}, B={args.batch_size}, '
+        f'K={args.num_negatives}, D={FEAT_DIM}, {args.image_size}px, amp={args.amp}, '
+        f'{args.iters} timed steps after {args.warmup} warm-up steps',
+        flush=True,
+    )
     rows = []
     for case in args.cases:
         rows.append(run_case(case, args))
         print(f'{case}: {rows[-1]}', flush=True)
     base = next((r for r in rows if r['case'] == 'without CRD'), None)
-    print('\n| case | steps/s | images/s | vs without CRD | bank build (s) | peak GPU memory (GiB) |')
+    print(
+        '\n| case | steps/s | images/s | vs without CRD | bank build (s) | peak GPU memory (GiB) |'
+    )
     print('|---|---|---|---|---|---|')
     for r in rows:
-        ratio = f"{r['steps_per_s'] / base['steps_per_s']:.2f}x" if base else '-'
-        print(f"| {r['case']} | {r['steps_per_s']:.2f} | {r['images_per_s']:.0f} | {ratio} | "
-              f"{r['build_s']:.1f} | {r['peak_gib']} |")
+        ratio = f'{r["steps_per_s"] / base["steps_per_s"]:.2f}x' if base else '-'
+        print(
+            f'| {r["case"]} | {r["steps_per_s"]:.2f} | {r["images_per_s"]:.0f} | {ratio} | '
+            f'{r["build_s"]:.1f} | {r["peak_gib"]} |'
+        )
 
 
 if __name__ == '__main__':

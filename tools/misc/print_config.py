@@ -8,6 +8,7 @@ the same config (save it with ``> my_recipe.yaml``). Tuples are written as
 reads that tag; some transforms accept tuples only). Importing crd_mm first
 lets configs inherit ``crd_mm::`` recipes.
 """
+
 import argparse
 
 import mmengine
@@ -24,19 +25,27 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override config settings with key=value pairs, e.g. '
-        'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed')
+        'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed',
+    )
     parser.add_argument(
         '--format',
         choices=['py', 'yaml'],
         default='py',
-        help='print the config as Python (default) or as a resolved YAML recipe')
+        help='print the config as Python (default) or as a resolved YAML recipe',
+    )
     return parser.parse_args(argv)
 
 
 def yaml_text(cfg: Config, header: str = '') -> str:
     """``cfg`` as a YAML recipe in its own key order, ``header`` as leading comment lines."""
-    body = mmengine.dump(cfg.to_dict(), file_format='yaml', sort_keys=False,
-                         default_flow_style=None, width=100, allow_unicode=True)
+    body = mmengine.dump(
+        cfg.to_dict(),
+        file_format='yaml',
+        sort_keys=False,
+        default_flow_style=None,
+        width=100,
+        allow_unicode=True,
+    )
     comments = ''.join(f'# {line}\n' for line in header.splitlines())
     return comments + body
 
@@ -50,9 +59,15 @@ def main(argv=None):
         print(cfg.pretty_text)
         return
     options = ' '.join(f'{k}={v}' for k, v in (args.cfg_options or {}).items())
-    print(yaml_text(cfg, f'{args.config}{" with " + options if options else ""}, resolved by '
-                         f'tools/misc/print_config.py (crd_mm {crd_mm.__version__}).\n'
-                         "Load it with mmengine's Config.fromfile."), end='')
+    print(
+        yaml_text(
+            cfg,
+            f'{args.config}{" with " + options if options else ""}, resolved by '
+            f'tools/misc/print_config.py (crd_mm {crd_mm.__version__}).\n'
+            "Load it with mmengine's Config.fromfile.",
+        ),
+        end='',
+    )
 
 
 if __name__ == '__main__':

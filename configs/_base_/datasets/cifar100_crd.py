@@ -16,7 +16,8 @@ data_preprocessor = dict(
     mean=[129.3105, 124.1085, 112.404],
     std=[68.2125, 65.4075, 70.4055],
     # mmpretrain's CIFAR100 already yields RGB images
-    to_rgb=False)
+    to_rgb=False,
+)
 
 train_pipeline = [
     dict(type='RandomCrop', crop_size=32, padding=4),
@@ -35,8 +36,10 @@ train_dataloader = dict(
         data_root=data_root,
         split='train',
         download=False,
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
+        pipeline=train_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
 
 val_dataloader = dict(
     batch_size=64,
@@ -48,8 +51,10 @@ val_dataloader = dict(
         data_root=data_root,
         split='test',
         download=False,
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
+        pipeline=test_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
 val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1, 5))
 
 test_dataloader = val_dataloader

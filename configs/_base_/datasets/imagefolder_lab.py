@@ -21,9 +21,14 @@ dataset_type = 'CustomDataset'
 data_root = 'data/imagefolder'
 
 lab_l = [dict(type='ConvertColor', conversion='BGR2Lab'), dict(type='SelectChannels', channels=[0])]
-lab_ab = [dict(type='ConvertColor', conversion='BGR2Lab'), dict(type='SelectChannels', channels=[1, 2])]
+lab_ab = [
+    dict(type='ConvertColor', conversion='BGR2Lab'),
+    dict(type='SelectChannels', channels=[1, 2]),
+]
 l_preprocessor = dict(type='mmpretrain.ClsDataPreprocessor', mean=[127.5], std=[127.5])
-ab_preprocessor = dict(type='mmpretrain.ClsDataPreprocessor', mean=[128.0, 128.0], std=[127.5, 127.5])
+ab_preprocessor = dict(
+    type='mmpretrain.ClsDataPreprocessor', mean=[128.0, 128.0], std=[127.5, 127.5]
+)
 
 train_crop = [
     dict(type='LoadImageFromFile'),
@@ -50,8 +55,10 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix='train',
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
+        pipeline=train_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
 val_dataloader = dict(
     batch_size=32,
     num_workers=5,
@@ -60,8 +67,10 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix='val',
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1, ))
+        pipeline=test_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1,))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator

@@ -10,4 +10,7 @@ kd_distiller = dict(
     loss_forward_mappings=dict(
         loss_kd=dict(
             preds_S=dict(from_student=True, recorder='logits'),
-            preds_T=dict(from_student=False, recorder='logits'))))
+            preds_T=dict(from_student=False, recorder='logits'),
+        )
+    ),
+)

@@ -16,4 +16,5 @@ model = dict(
     architecture=_base_.model,
     teacher=_base_.model,
     teacher_ckpt=None,
-    distiller=_base_.ckd_distiller)
+    distiller=_base_.ckd_distiller,
+)

@@ -13,4 +13,6 @@ model = dict(
         type='LinearClsHead',
         num_classes=100,
         in_channels=None,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+    ),
+)

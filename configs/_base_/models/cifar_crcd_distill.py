@@ -23,7 +23,8 @@ model = dict(
     architecture=_base_.model,
     teacher=_base_.model,
     teacher_ckpt=None,
-    distiller=_base_.crcd_distiller)
+    distiller=_base_.crcd_distiller,
+)
 
 custom_hooks = [
     dict(type='CRDMemoryBankHook'),

@@ -16,5 +16,5 @@ model = dict(
     architecture=_base_.model,
     teacher=_base_.model,
     teacher_ckpt=None,
-    distiller=_base_.crd_distiller)
-
+    distiller=_base_.crd_distiller,
+)

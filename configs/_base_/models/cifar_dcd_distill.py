@@ -18,4 +18,5 @@ model = dict(
     architecture=_base_.model,
     teacher=_base_.model,
     teacher_ckpt=None,
-    distiller=_base_.dcd_distiller)
+    distiller=_base_.dcd_distiller,
+)

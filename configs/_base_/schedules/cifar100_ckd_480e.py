@@ -7,11 +7,6 @@
 _base_ = ['./cifar100_crd_240e.py']
 
 param_scheduler = dict(
-    _delete_=True,
-    type='CosineAnnealingLR',
-    by_epoch=True,
-    begin=0,
-    end=480,
-    T_max=480,
-    eta_min=0)
+    _delete_=True, type='CosineAnnealingLR', by_epoch=True, begin=0, end=480, T_max=480, eta_min=0
+)
 train_cfg = dict(max_epochs=480)

@@ -8,10 +8,8 @@
 # distillation bases ('mmrazor') can both combine with it: a checkpoint every
 # 10 epochs, so `epoch_240.pth` (what distillation configs load as teacher)
 # is the final one.
-optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
-param_scheduler = dict(
-    type='MultiStepLR', by_epoch=True, milestones=[150, 180, 210], gamma=0.1)
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
+param_scheduler = dict(type='MultiStepLR', by_epoch=True, milestones=[150, 180, 210], gamma=0.1)
 
 train_cfg = dict(by_epoch=True, max_epochs=240, val_interval=5)
 val_cfg = dict()
@@ -22,14 +20,15 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+)
 
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-visualizer = dict(
-    type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+    dist_cfg=dict(backend='nccl'),
+)
+visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 log_level = 'INFO'
 load_from = None
 resume = False

@@ -11,13 +11,8 @@ _base_ = ['./imagenet_bs256_100e.py']
 
 optim_wrapper = dict(optimizer=dict(lr=0.2))
 param_scheduler = dict(
-    _delete_=True,
-    type='CosineAnnealingLR',
-    by_epoch=True,
-    begin=0,
-    end=200,
-    T_max=200,
-    eta_min=0)
+    _delete_=True, type='CosineAnnealingLR', by_epoch=True, begin=0, end=200, T_max=200, eta_min=0
+)
 train_cfg = dict(max_epochs=200)
 # --auto-scale-lr scales lr from this total batch
 auto_scale_lr = dict(base_batch_size=512)

@@ -11,11 +11,11 @@ _base_ = [
 
 model = dict(
     architecture=dict(
-        backbone=dict(type='CifarResNet', arch='resnet8x4'), head=dict(in_channels=256)),
-    teacher=dict(
-        backbone=dict(type='CifarResNet', arch='resnet32x4'), head=dict(in_channels=256)),
+        backbone=dict(type='CifarResNet', arch='resnet8x4'), head=dict(in_channels=256)
+    ),
+    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet32x4'), head=dict(in_channels=256)),
     # the last checkpoint of configs/cifar100_teachers/resnet32x4_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/resnet32x4_cifar100/epoch_240.pth',
-    distiller=dict(
-        distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))))
+    distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))),
+)

@@ -10,15 +10,13 @@ _base_ = [
 ]
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280)),
-    teacher=dict(
-        backbone=dict(type='CifarVGG', arch='vgg13'), head=dict(in_channels=512)),
+    architecture=dict(backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280)),
+    teacher=dict(backbone=dict(type='CifarVGG', arch='vgg13'), head=dict(in_channels=512)),
     # the last checkpoint of configs/cifar100_teachers/vgg13_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/vgg13_cifar100/epoch_240.pth',
-    distiller=dict(
-        distill_losses=dict(loss_ckd=dict(loss_weight=50.0, temperature=2.0))))
+    distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=50.0, temperature=2.0))),
+)
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))
 train_dataloader = dict(batch_size=32)

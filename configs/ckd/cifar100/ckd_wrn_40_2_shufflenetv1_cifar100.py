@@ -10,15 +10,15 @@ _base_ = [
 ]
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarShuffleNetV1'), head=dict(in_channels=960)),
+    architecture=dict(backbone=dict(type='CifarShuffleNetV1'), head=dict(in_channels=960)),
     teacher=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128)),
+        backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128)
+    ),
     # the last checkpoint of configs/cifar100_teachers/wrn_40_2_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/wrn_40_2_cifar100/epoch_240.pth',
-    distiller=dict(
-        distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))))
+    distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))),
+)
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))
 train_dataloader = dict(batch_size=32)

@@ -8,14 +8,13 @@ _base_ = [
 ]
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarVGG', arch='vgg8'), head=dict(in_channels=512)),
-    teacher=dict(
-        backbone=dict(type='CifarResNet50'), head=dict(in_channels=2048)),
+    architecture=dict(backbone=dict(type='CifarVGG', arch='vgg8'), head=dict(in_channels=512)),
+    teacher=dict(backbone=dict(type='CifarResNet50'), head=dict(in_channels=2048)),
     # the last checkpoint of configs/cifar100_teachers/resnet50_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/resnet50_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(crd_s=dict(dim_in=512), crd_t=dict(dim_in=2048)),
-        distill_losses=dict(
-            loss_crcd_grad=dict(student_channels=512, teacher_channels=2048))))
+        distill_losses=dict(loss_crcd_grad=dict(student_channels=512, teacher_channels=2048)),
+    ),
+)

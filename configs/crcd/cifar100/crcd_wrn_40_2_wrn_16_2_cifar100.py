@@ -9,13 +9,16 @@ _base_ = [
 
 model = dict(
     architecture=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_16_2'), head=dict(in_channels=128)),
+        backbone=dict(type='CifarWideResNet', arch='wrn_16_2'), head=dict(in_channels=128)
+    ),
     teacher=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128)),
+        backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128)
+    ),
     # the last checkpoint of configs/cifar100_teachers/wrn_40_2_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/wrn_40_2_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(crd_s=dict(dim_in=128), crd_t=dict(dim_in=128)),
-        distill_losses=dict(
-            loss_crcd_grad=dict(student_channels=128, teacher_channels=128))))
+        distill_losses=dict(loss_crcd_grad=dict(student_channels=128, teacher_channels=128)),
+    ),
+)

@@ -9,13 +9,11 @@ _base_ = [
 
 model = dict(
     architecture=dict(
-        backbone=dict(type='CifarResNet', arch='resnet32'),
-        head=dict(in_channels=64)),
-    teacher=dict(
-        backbone=dict(type='CifarResNet', arch='resnet110'),
-        head=dict(in_channels=64)),
+        backbone=dict(type='CifarResNet', arch='resnet32'), head=dict(in_channels=64)
+    ),
+    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet110'), head=dict(in_channels=64)),
     # the last checkpoint of configs/cifar100_teachers/resnet110_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/resnet110_cifar100/epoch_240.pth',
-    distiller=dict(
-        connectors=dict(crd_s=dict(dim_in=64), crd_t=dict(dim_in=64))))
+    distiller=dict(connectors=dict(crd_s=dict(dim_in=64), crd_t=dict(dim_in=64))),
+)

@@ -7,15 +7,13 @@ _base_ = [
 ]
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarShuffleNetV2'), head=dict(in_channels=1024)),
-    teacher=dict(
-        backbone=dict(type='CifarResNet', arch='resnet32x4'), head=dict(in_channels=256)),
+    architecture=dict(backbone=dict(type='CifarShuffleNetV2'), head=dict(in_channels=1024)),
+    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet32x4'), head=dict(in_channels=256)),
     # the last checkpoint of configs/cifar100_teachers/resnet32x4_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/resnet32x4_cifar100/epoch_240.pth',
-    distiller=dict(
-        connectors=dict(crd_s=dict(dim_in=1024), crd_t=dict(dim_in=256))))
+    distiller=dict(connectors=dict(crd_s=dict(dim_in=1024), crd_t=dict(dim_in=256))),
+)
 
 # the authors train MobileNetV2 / ShuffleNet students with lr 0.01
 optim_wrapper = dict(optimizer=dict(lr=0.01))

@@ -8,11 +8,11 @@ _base_ = [
 
 model = dict(
     architecture=dict(
-        backbone=dict(type='CifarResNet', arch='resnet20'), head=dict(in_channels=64)),
-    teacher=dict(
-        backbone=dict(type='CifarResNet', arch='resnet56'), head=dict(in_channels=64)),
+        backbone=dict(type='CifarResNet', arch='resnet20'), head=dict(in_channels=64)
+    ),
+    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet56'), head=dict(in_channels=64)),
     # the last checkpoint of configs/cifar100_teachers/resnet56_cifar100.py
     # in tools/train.py's default work_dir (relative to the repository root)
     teacher_ckpt='work_dirs/resnet56_cifar100/epoch_240.pth',
-    distiller=dict(
-        connectors=dict(crd_s=dict(dim_in=64), crd_t=dict(dim_in=64))))
+    distiller=dict(connectors=dict(crd_s=dict(dim_in=64), crd_t=dict(dim_in=64))),
+)

@@ -1,4 +1,5 @@
 """Colour-space conversion of ``img`` with OpenCV, e.g. to CIE Lab for colour-channel transfer."""
+
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -23,8 +24,10 @@ class ConvertColor(BaseTransform):
     def __init__(self, conversion: str) -> None:
         code = getattr(cv2, f'COLOR_{conversion}', None)
         if code is None:
-            raise ValueError(f"ConvertColor: OpenCV has no conversion 'COLOR_{conversion}'; use a "
-                             "cv2.COLOR_* name without the prefix, e.g. 'BGR2Lab' or 'BGR2YCrCb'")
+            raise ValueError(
+                f"ConvertColor: OpenCV has no conversion 'COLOR_{conversion}'; use a "
+                "cv2.COLOR_* name without the prefix, e.g. 'BGR2Lab' or 'BGR2YCrCb'"
+            )
         self.conversion = conversion
         self.code = code
 

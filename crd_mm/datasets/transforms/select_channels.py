@@ -1,4 +1,5 @@
 """Keep a subset of the image's channels, e.g. L or ab of a Lab image."""
+
 from typing import Sequence
 
 import numpy as np
@@ -20,7 +21,9 @@ class SelectChannels(BaseTransform):
 
     def __init__(self, channels: Sequence[int]) -> None:
         if len(channels) == 0 or any(int(c) != c or c < 0 for c in channels):
-            raise ValueError(f'SelectChannels: channels must be non-negative integers, got {channels!r}')
+            raise ValueError(
+                f'SelectChannels: channels must be non-negative integers, got {channels!r}'
+            )
         self.channels = [int(c) for c in channels]
 
     def transform(self, results: dict) -> dict:
@@ -28,8 +31,10 @@ class SelectChannels(BaseTransform):
         if img.ndim == 2:
             img = img[..., None]
         if max(self.channels) >= img.shape[2]:
-            raise ValueError(f'SelectChannels: channels {self.channels} asked of an image with '
-                             f'{img.shape[2]} channels')
+            raise ValueError(
+                f'SelectChannels: channels {self.channels} asked of an image with '
+                f'{img.shape[2]} channels'
+            )
         results['img'] = np.ascontiguousarray(img[..., self.channels])
         return results
 

@@ -1,4 +1,5 @@
 """A second view of each sample, built by its own pipeline branch, for a cross-modal teacher."""
+
 from typing import Sequence
 
 import numpy as np
@@ -46,39 +47,51 @@ class TeacherView(BaseTransform):
             'teacher_inputs'.
     """
 
-    def __init__(self,
-                 transforms: Sequence = (),
-                 in_key: str = 'img',
-                 out_key: str = 'teacher_inputs') -> None:
-        self.branch = Compose([TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms])
+    def __init__(
+        self, transforms: Sequence = (), in_key: str = 'img', out_key: str = 'teacher_inputs'
+    ) -> None:
+        self.branch = Compose(
+            [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
+        )
         self.in_key = in_key
         self.out_key = out_key
 
     def transform(self, results: dict) -> dict:
         if self.in_key not in results:
-            raise KeyError(f"TeacherView: the sample has no '{self.in_key}' to build the teacher's "
-                           f'view from (keys: {sorted(results)}); set in_key to one of them')
+            raise KeyError(
+                f"TeacherView: the sample has no '{self.in_key}' to build the teacher's "
+                f'view from (keys: {sorted(results)}); set in_key to one of them'
+            )
         branch = dict(results)
-        branch['img'] = np.copy(results[self.in_key]) if isinstance(
-            results[self.in_key], np.ndarray) else results[self.in_key]
+        branch['img'] = (
+            np.copy(results[self.in_key])
+            if isinstance(results[self.in_key], np.ndarray)
+            else results[self.in_key]
+        )
         branch = self.branch(branch)
         if branch is None:
-            raise ValueError("TeacherView: a transform of the teacher's branch dropped the sample "
-                             '(returned None); the teacher needs a view of every sample')
+            raise ValueError(
+                "TeacherView: a transform of the teacher's branch dropped the sample "
+                '(returned None); the teacher needs a view of every sample'
+            )
         view = branch['img']
         if isinstance(view, (list, tuple)):
             raise ValueError(
                 f"TeacherView: the teacher's branch made {len(view)} images of one sample, but the "
                 'teacher needs exactly one view per sample, as the student gets one: its batch would '
-                f'be {len(view)}x the student\'s. Remove the multi-view transform from the branch.')
+                f"be {len(view)}x the student's. Remove the multi-view transform from the branch."
+            )
         view = PackInputs.format_input(view)
         if view.ndim != 3:
             raise ValueError(
                 f"TeacherView: the teacher's view must be one (C, H, W) image, got shape "
-                f"{tuple(view.shape)} from '{self.in_key}'; one sample must give exactly one view")
+                f"{tuple(view.shape)} from '{self.in_key}'; one sample must give exactly one view"
+            )
         results[self.out_key] = view
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(transforms={self.branch.transforms}, '
-                f"in_key='{self.in_key}', out_key='{self.out_key}')")
+        return (
+            f'{self.__class__.__name__}(transforms={self.branch.transforms}, '
+            f"in_key='{self.in_key}', out_key='{self.out_key}')"
+        )

@@ -1,4 +1,5 @@
 """Single-teacher distillation where the teacher sees its own view of each sample."""
+
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -39,32 +40,39 @@ class CrossModalDistill(SingleTeacherDistill):
         **kwargs: the arguments of ``SingleTeacherDistill``.
     """
 
-    def __init__(self,
-                 *args,
-                 teacher_data_preprocessor: Optional[Union[Dict, BaseDataPreprocessor]] = None,
-                 teacher_input_key: str = 'teacher_inputs',
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        teacher_data_preprocessor: Optional[Union[Dict, BaseDataPreprocessor]] = None,
+        teacher_input_key: str = 'teacher_inputs',
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if teacher_data_preprocessor is None:
             raise ValueError(
                 "CrossModalDistill needs teacher_data_preprocessor, the teacher's normalisation of its "
                 "own view, e.g. teacher_data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', "
-                'mean=[...], std=[...]) with one value per channel of the teacher\'s view')
+                "mean=[...], std=[...]) with one value per channel of the teacher's view"
+            )
         if isinstance(teacher_data_preprocessor, dict):
             if teacher_data_preprocessor.get('batch_augments'):
                 raise ValueError(
                     'CrossModalDistill: teacher_data_preprocessor must not have batch_augments: they '
                     "would mix the teacher's batch independently of the student's and break the "
-                    'pairing of their samples; remove them')
+                    'pairing of their samples; remove them'
+                )
             teacher_data_preprocessor = MODELS.build(teacher_data_preprocessor)
         if not isinstance(teacher_data_preprocessor, BaseDataPreprocessor):
-            raise TypeError('teacher_data_preprocessor must be a dict or a BaseDataPreprocessor, got '
-                            f'{type(teacher_data_preprocessor).__name__}')
+            raise TypeError(
+                'teacher_data_preprocessor must be a dict or a BaseDataPreprocessor, got '
+                f'{type(teacher_data_preprocessor).__name__}'
+            )
         self.teacher_data_preprocessor = teacher_data_preprocessor
         self.teacher_input_key = teacher_input_key
 
-    def teacher_inputs(self, data_samples: Optional[List[BaseDataElement]],
-                       num_inputs: int) -> torch.Tensor:
+    def teacher_inputs(
+        self, data_samples: Optional[List[BaseDataElement]], num_inputs: int
+    ) -> torch.Tensor:
         """The teacher's batch: each sample's view, stacked and normalised.
 
         Raises a ``ValueError`` when a sample carries no view or more than one
@@ -75,7 +83,8 @@ class CrossModalDistill(SingleTeacherDistill):
             raise ValueError(
                 f"CrossModalDistill: the data samples carry no '{key}' field (the teacher's view). "
                 f"Add dict(type='TeacherView', out_key='{key}', transforms=[...]) to the pipeline and "
-                f"'{key}' to PackInputs' algorithm_keys, in every dataloader the distiller sees")
+                f"'{key}' to PackInputs' algorithm_keys, in every dataloader the distiller sees"
+            )
         views = [s.get(key) for s in data_samples]
         num_views = sum(v.shape[0] if v.ndim == 4 else 1 for v in views)
         if num_views != num_inputs or any(v.ndim != 3 for v in views):
@@ -83,12 +92,13 @@ class CrossModalDistill(SingleTeacherDistill):
                 f'CrossModalDistill: the views have different batch sizes: the teacher would get '
                 f'{num_views} images but the student gets {num_inputs}. Every sample must carry '
                 f"exactly one (C, H, W) teacher view in '{key}' (shapes: "
-                f'{[tuple(v.shape) for v in views[:4]]}...)')
+                f'{[tuple(v.shape) for v in views[:4]]}...)'
+            )
         return self.teacher_data_preprocessor(dict(inputs=views), training=False)['inputs']
 
-    def loss(self,
-             batch_inputs: torch.Tensor,
-             data_samples: Optional[List[BaseDataElement]] = None) -> LossResults:
+    def loss(
+        self, batch_inputs: torch.Tensor, data_samples: Optional[List[BaseDataElement]] = None
+    ) -> LossResults:
         """The teacher runs on its views, the student on ``batch_inputs``, then the distill losses."""
         teacher_inputs = self.teacher_inputs(data_samples, len(batch_inputs))
         losses = dict()

@@ -1,4 +1,5 @@
 """Two-stage detector distillation where the teacher classifies the student's proposals."""
+
 from typing import List, Optional
 
 import torch
@@ -43,11 +44,17 @@ class FpnRoITeacherDistill(FpnTeacherDistill):
             raise ValueError(
                 f"FpnRoITeacherDistill needs a student recorder named '{rois_recorder}' of type "
                 "ModuleInputs on the student's RoI extractor, e.g. student_recorders=dict("
-                f"{rois_recorder}=dict(type='ModuleInputs', source='roi_head.bbox_roi_extractor'))")
-        from mmdet.models.roi_heads import StandardRoIHead  # imported only when a detector is distilled
+                f"{rois_recorder}=dict(type='ModuleInputs', source='roi_head.bbox_roi_extractor'))"
+            )
+        from mmdet.models.roi_heads import (
+            StandardRoIHead,
+        )  # imported only when a detector is distilled
+
         if not isinstance(getattr(self.teacher, 'roi_head', None), StandardRoIHead):
-            raise TypeError('FpnRoITeacherDistill needs a two-stage teacher whose roi_head is a '
-                            f'StandardRoIHead; got {type(getattr(self.teacher, "roi_head", None)).__name__}')
+            raise TypeError(
+                'FpnRoITeacherDistill needs a two-stage teacher whose roi_head is a '
+                f'StandardRoIHead; got {type(getattr(self.teacher, "roi_head", None)).__name__}'
+            )
         self.rois_recorder = rois_recorder
 
     def student_rois(self) -> torch.Tensor:
@@ -58,13 +65,15 @@ class FpnRoITeacherDistill(FpnTeacherDistill):
         """
         recorder = self.distiller.student_recorders.get_recorder(self.rois_recorder)
         if not recorder.data_buffer:
-            raise RuntimeError(f"the student recorder '{self.rois_recorder}' recorded nothing: it must "
-                               "record the inputs of the student's roi_head.bbox_roi_extractor")
+            raise RuntimeError(
+                f"the student recorder '{self.rois_recorder}' recorded nothing: it must "
+                "record the inputs of the student's roi_head.bbox_roi_extractor"
+            )
         return recorder.get_record_data(record_idx=0, data_idx=1).detach()
 
-    def loss(self,
-             batch_inputs: torch.Tensor,
-             data_samples: Optional[List[BaseDataElement]] = None) -> LossResults:
+    def loss(
+        self, batch_inputs: torch.Tensor, data_samples: Optional[List[BaseDataElement]] = None
+    ) -> LossResults:
         """Teacher FPN, student forward, teacher RoI head on the student's RoIs, then distill losses."""
         losses = dict()
         self.distiller.set_deliveries_override(False)

@@ -1,4 +1,5 @@
 """Ensemble distillation: one student, several named frozen teachers, one MultiTeacherDistiller."""
+
 import importlib.util
 import os.path as osp
 from typing import Dict, List, Mapping, Optional
@@ -27,23 +28,30 @@ def teacher_model_cfg(name: str, spec: Mapping) -> dict:
     built in that file's scope.
     """
     if ('cfg' in spec) == ('cfg_path' in spec):
-        raise ValueError(f"teacher '{name}' needs exactly one of cfg=<model config> or cfg_path=<config "
-                         f'file>, got keys {sorted(spec)}')
+        raise ValueError(
+            f"teacher '{name}' needs exactly one of cfg=<model config> or cfg_path=<config "
+            f'file>, got keys {sorted(spec)}'
+        )
     if 'cfg' in spec:
         return dict(spec['cfg'])
     path = spec['cfg_path']
     if '::' in path:
         package = path.split('::', 1)[0]
         if importlib.util.find_spec(package) is None:
-            raise ModuleNotFoundError(f"teacher '{name}': cfg_path {path!r} is inside package "
-                                      f"'{package}', which is not installed")
+            raise ModuleNotFoundError(
+                f"teacher '{name}': cfg_path {path!r} is inside package "
+                f"'{package}', which is not installed"
+            )
         from mmengine.hub import get_config
+
         cfg = get_config(path)
         scope = package
     else:
         if not osp.isfile(path):
-            raise FileNotFoundError(f"teacher '{name}': config file {path!r} not found (a relative "
-                                    f'cfg_path is read from the current directory, {osp.abspath(".")})')
+            raise FileNotFoundError(
+                f"teacher '{name}': config file {path!r} not found (a relative "
+                f'cfg_path is read from the current directory, {osp.abspath(".")})'
+            )
         cfg = Config.fromfile(path)
         scope = cfg.get('default_scope')
     if 'model' not in cfg:
@@ -68,19 +76,31 @@ def load_teacher_checkpoint(name: str, teacher: torch.nn.Module, ckpt: str) -> N
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"teacher '{name}': {ckpt!r} holds no state_dict")
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    state = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
     expected = teacher.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith('num_batches_tracked')]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f'{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model'
-              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f'{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model'
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
-        problems = [f'{what} ({len(items)}): {", ".join(items[:5])}{", ..." if len(items) > 5 else ""}'
-                    for what, items in (('missing keys', missing), ('unexpected keys', unexpected),
-                                        ('shape mismatches', shapes)) if items]
-        raise ValueError(f"teacher '{name}': the checkpoint {ckpt!r} does not match its config; "
-                         + '; '.join(problems) + '. Give the teacher the config its checkpoint was '
-                         'trained with (cfg or cfg_path), or the checkpoint of that config.')
+        problems = [
+            f'{what} ({len(items)}): {", ".join(items[:5])}{", ..." if len(items) > 5 else ""}'
+            for what, items in (
+                ('missing keys', missing),
+                ('unexpected keys', unexpected),
+                ('shape mismatches', shapes),
+            )
+            if items
+        ]
+        raise ValueError(
+            f"teacher '{name}': the checkpoint {ckpt!r} does not match its config; "
+            + '; '.join(problems)
+            + '. Give the teacher the config its checkpoint was '
+            'trained with (cfg or cfg_path), or the checkpoint of that config.'
+        )
     teacher.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
 
 
@@ -118,25 +138,35 @@ class MultiTeacherDistill(BaseAlgorithm):
         init_cfg (dict, optional): as in ``BaseAlgorithm``.
     """
 
-    def __init__(self,
-                 architecture,
-                 teachers: Dict[str, Dict],
-                 distiller: dict,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        architecture,
+        teachers: Dict[str, Dict],
+        distiller: dict,
+        data_preprocessor: Optional[dict] = None,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
         super().__init__(architecture, data_preprocessor, init_cfg)
         if not isinstance(teachers, Mapping) or not teachers:
-            raise ValueError('MultiTeacherDistill needs teachers=dict(<name>=dict(cfg=<model config> or '
-                             'cfg_path=<config file>, ckpt=<path, URL or None>), ...)')
-        self.teachers = ModuleDict({name: self._build_teacher(name, spec) for name, spec in teachers.items()})
+            raise ValueError(
+                'MultiTeacherDistill needs teachers=dict(<name>=dict(cfg=<model config> or '
+                'cfg_path=<config file>, ckpt=<path, URL or None>), ...)'
+            )
+        self.teachers = ModuleDict(
+            {name: self._build_teacher(name, spec) for name, spec in teachers.items()}
+        )
         self.distiller = MODELS.build(distiller)
         if not isinstance(self.distiller, MultiTeacherDistiller):
-            raise TypeError('MultiTeacherDistill needs a MultiTeacherDistiller (per-teacher recorders), '
-                            f'got {type(self.distiller).__name__}')
+            raise TypeError(
+                'MultiTeacherDistill needs a MultiTeacherDistiller (per-teacher recorders), '
+                f'got {type(self.distiller).__name__}'
+            )
         unknown = sorted(set(self.distiller.teacher_names) - set(self.teachers))
         if unknown:
-            raise ValueError(f"the distiller's teacher_recorders name teacher(s) {unknown}, which do not "
-                             f'exist: the teachers are {list(self.teachers)}')
+            raise ValueError(
+                f"the distiller's teacher_recorders name teacher(s) {unknown}, which do not "
+                f'exist: the teachers are {list(self.teachers)}'
+            )
         self.distiller.prepare_from_student(self.student)
         self.distiller.prepare_from_teachers(self.teachers)
         # set by mmrazor's StopDistillHook
@@ -145,11 +175,14 @@ class MultiTeacherDistill(BaseAlgorithm):
     @staticmethod
     def _build_teacher(name: str, spec) -> BaseModel:
         if not isinstance(spec, Mapping) or set(spec) - set(TEACHER_KEYS):
-            raise ValueError(f"teacher '{name}' must be dict(cfg=... or cfg_path=..., ckpt=...); got "
-                             f'{spec!r}')
+            raise ValueError(
+                f"teacher '{name}' must be dict(cfg=... or cfg_path=..., ckpt=...); got {spec!r}"
+            )
         teacher = MODELS.build(teacher_model_cfg(name, spec))
         if not isinstance(teacher, BaseModel):
-            raise TypeError(f"teacher '{name}' must build a BaseModel, got {type(teacher).__name__}")
+            raise TypeError(
+                f"teacher '{name}' must build a BaseModel, got {type(teacher).__name__}"
+            )
         # recorders keep references to module outputs: an in-place op would overwrite them
         for module in teacher.modules():
             if isinstance(getattr(module, 'inplace', None), bool):
@@ -165,8 +198,9 @@ class MultiTeacherDistill(BaseAlgorithm):
         """Alias of ``architecture``."""
         return self.architecture
 
-    def loss(self, batch_inputs: torch.Tensor,
-             data_samples: Optional[List[BaseDataElement]] = None) -> LossResults:
+    def loss(
+        self, batch_inputs: torch.Tensor, data_samples: Optional[List[BaseDataElement]] = None
+    ) -> LossResults:
         """Each teacher inside its own recorders, the student, then the distillation losses."""
         with torch.no_grad():
             for name, teacher in self.teachers.items():

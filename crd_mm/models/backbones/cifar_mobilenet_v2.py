@@ -1,4 +1,5 @@
 """MobileNetV2 for 32x32 inputs, the CRD paper's ``MobileNetV2`` student."""
+
 from typing import Tuple
 
 import torch
@@ -11,12 +12,14 @@ from mmpretrain.registry import MODELS
 from .cifar_resnet import DEFAULT_INIT_CFG
 
 
-def _conv_bn_relu(in_channels: int,
-                  out_channels: int,
-                  kernel_size: int,
-                  stride: int,
-                  norm_cfg: dict,
-                  groups: int = 1) -> Sequential:
+def _conv_bn_relu(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int,
+    norm_cfg: dict,
+    groups: int = 1,
+) -> Sequential:
     return Sequential(
         nn.Conv2d(
             in_channels,
@@ -25,8 +28,11 @@ def _conv_bn_relu(in_channels: int,
             stride=stride,
             padding=kernel_size // 2,
             groups=groups,
-            bias=False),
-        build_norm_layer(norm_cfg, out_channels)[1], nn.ReLU(inplace=True))
+            bias=False,
+        ),
+        build_norm_layer(norm_cfg, out_channels)[1],
+        nn.ReLU(inplace=True),
+    )
 
 
 class CifarInvertedResidual(BaseModule):
@@ -43,8 +49,9 @@ class CifarInvertedResidual(BaseModule):
         norm_cfg (dict): Normalisation layer config.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 expand_ratio: int, norm_cfg: dict):
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, norm_cfg: dict
+    ):
         super().__init__()
         hidden = in_channels * expand_ratio
         self.use_residual = stride == 1 and in_channels == out_channels
@@ -52,7 +59,8 @@ class CifarInvertedResidual(BaseModule):
             _conv_bn_relu(in_channels, hidden, 1, 1, norm_cfg),
             _conv_bn_relu(hidden, hidden, 3, stride, norm_cfg, groups=hidden),
             nn.Conv2d(hidden, out_channels, 1, bias=False),
-            build_norm_layer(norm_cfg, out_channels)[1])
+            build_norm_layer(norm_cfg, out_channels)[1],
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
@@ -83,16 +91,25 @@ class CifarMobileNetV2(BaseBackbone):
     Returns:
         tuple[Tensor]: A single (B, 1280, H/16, W/16) feature map.
     """
-    # (expand ratio or None for `expand_ratio`, channels, blocks, stride)
-    stage_settings = [(1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2),
-                      (None, 64, 4, 2), (None, 96, 3, 1), (None, 160, 3, 2),
-                      (None, 320, 1, 1)]
 
-    def __init__(self,
-                 expand_ratio: int = 6,
-                 widen_factor: float = 0.5,
-                 norm_cfg: dict = dict(type='BN'),
-                 init_cfg=DEFAULT_INIT_CFG):
+    # (expand ratio or None for `expand_ratio`, channels, blocks, stride)
+    stage_settings = [
+        (1, 16, 1, 1),
+        (None, 24, 2, 1),
+        (None, 32, 3, 2),
+        (None, 64, 4, 2),
+        (None, 96, 3, 1),
+        (None, 160, 3, 2),
+        (None, 320, 1, 1),
+    ]
+
+    def __init__(
+        self,
+        expand_ratio: int = 6,
+        widen_factor: float = 0.5,
+        norm_cfg: dict = dict(type='BN'),
+        init_cfg=DEFAULT_INIT_CFG,
+    ):
         super().__init__(init_cfg)
         in_channels = int(32 * widen_factor)
         self.conv1 = _conv_bn_relu(3, in_channels, 3, 2, norm_cfg)
@@ -103,8 +120,10 @@ class CifarMobileNetV2(BaseBackbone):
             blocks = []
             for i in range(n):
                 blocks.append(
-                    CifarInvertedResidual(in_channels, out_channels,
-                                          s if i == 0 else 1, ratio, norm_cfg))
+                    CifarInvertedResidual(
+                        in_channels, out_channels, s if i == 0 else 1, ratio, norm_cfg
+                    )
+                )
                 in_channels = out_channels
             stages.append(Sequential(*blocks))
         self.blocks = Sequential(*stages)
@@ -112,4 +131,4 @@ class CifarMobileNetV2(BaseBackbone):
         self.conv2 = _conv_bn_relu(in_channels, last, 1, 1, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        return (self.conv2(self.blocks(self.conv1(x))), )
+        return (self.conv2(self.blocks(self.conv1(x))),)

@@ -10,6 +10,7 @@ Two families (Tian et al., ICLR 2020, models from HobbitLong/RepDistiller):
 Both differ from mmpretrain's ``ResNet_CIFAR`` (different widths, stem and
 stage layout), hence their own registry names.
 """
+
 from typing import Tuple
 
 import torch
@@ -25,14 +26,14 @@ DEFAULT_INIT_CFG = [
 ]
 
 
-def _shortcut(in_channels: int, out_channels: int, stride: int,
-              norm_cfg: dict) -> nn.Module:
+def _shortcut(in_channels: int, out_channels: int, stride: int, norm_cfg: dict) -> nn.Module:
     """1x1 projection shortcut, or ``None`` when the identity fits."""
     if stride == 1 and in_channels == out_channels:
         return None
     return Sequential(
         nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-        build_norm_layer(norm_cfg, out_channels)[1])
+        build_norm_layer(norm_cfg, out_channels)[1],
+    )
 
 
 class CifarBasicBlock(BaseModule):
@@ -44,23 +45,19 @@ class CifarBasicBlock(BaseModule):
         stride (int): Stride of the first convolution. Defaults to 1.
         norm_cfg (dict): Normalisation layer config. Defaults to BN.
     """
+
     expansion = 1
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 stride: int = 1,
-                 norm_cfg: dict = dict(type='BN')):
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, norm_cfg: dict = dict(type='BN')
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, out_channels)[1]
-        self.conv2 = nn.Conv2d(
-            out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = build_norm_layer(norm_cfg, out_channels)[1]
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_channels, out_channels, stride,
-                                    norm_cfg)
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -79,30 +76,22 @@ class CifarBottleneck(BaseModule):
         stride (int): Stride of the 3x3 convolution. Defaults to 1.
         norm_cfg (dict): Normalisation layer config. Defaults to BN.
     """
+
     expansion = 4
 
-    def __init__(self,
-                 in_channels: int,
-                 mid_channels: int,
-                 stride: int = 1,
-                 norm_cfg: dict = dict(type='BN')):
+    def __init__(
+        self, in_channels: int, mid_channels: int, stride: int = 1, norm_cfg: dict = dict(type='BN')
+    ):
         super().__init__()
         out_channels = mid_channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, mid_channels)[1]
-        self.conv2 = nn.Conv2d(
-            mid_channels,
-            mid_channels,
-            3,
-            stride=stride,
-            padding=1,
-            bias=False)
+        self.conv2 = nn.Conv2d(mid_channels, mid_channels, 3, stride=stride, padding=1, bias=False)
         self.bn2 = build_norm_layer(norm_cfg, mid_channels)[1]
         self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False)
         self.bn3 = build_norm_layer(norm_cfg, out_channels)[1]
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_channels, out_channels, stride,
-                                    norm_cfg)
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -112,13 +101,13 @@ class CifarBottleneck(BaseModule):
         return self.relu(out + identity)
 
 
-def _make_stage(block: type, in_channels: int, channels: int, num_blocks: int,
-                stride: int, norm_cfg: dict) -> Sequential:
+def _make_stage(
+    block: type, in_channels: int, channels: int, num_blocks: int, stride: int, norm_cfg: dict
+) -> Sequential:
     """Stack ``num_blocks`` blocks; only the first one changes resolution."""
     layers = []
     for i in range(num_blocks):
-        layers.append(
-            block(in_channels, channels, stride if i == 0 else 1, norm_cfg))
+        layers.append(block(in_channels, channels, stride if i == 0 else 1, norm_cfg))
         in_channels = channels * block.expansion
     return Sequential(*layers)
 
@@ -151,6 +140,7 @@ class CifarResNet(BaseBackbone):
     Returns:
         tuple[Tensor]: A single (B, C, H/4, W/4) feature map, C as above.
     """
+
     # arch: (blocks per stage, stem width, stage widths)
     arch_settings = {
         'resnet8': (1, 16, (16, 32, 64)),
@@ -164,14 +154,15 @@ class CifarResNet(BaseBackbone):
         'resnet32x4': (5, 32, (64, 128, 256)),
     }
 
-    def __init__(self,
-                 arch: str = 'resnet20',
-                 norm_cfg: dict = dict(type='BN'),
-                 init_cfg=DEFAULT_INIT_CFG):
+    def __init__(
+        self, arch: str = 'resnet20', norm_cfg: dict = dict(type='BN'), init_cfg=DEFAULT_INIT_CFG
+    ):
         super().__init__(init_cfg)
         if arch not in self.arch_settings:
-            raise KeyError(f'Unknown arch {arch!r} for {type(self).__name__}; '
-                           f'choose from {sorted(self.arch_settings)}.')
+            raise KeyError(
+                f'Unknown arch {arch!r} for {type(self).__name__}; '
+                f'choose from {sorted(self.arch_settings)}.'
+            )
         num_blocks, stem_width, widths = self.arch_settings[arch]
         self.conv1 = nn.Conv2d(3, stem_width, 3, padding=1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, stem_width)[1]
@@ -180,14 +171,14 @@ class CifarResNet(BaseBackbone):
         for i, (width, stride) in enumerate(zip(widths, (1, 2, 2))):
             self.add_module(
                 f'layer{i + 1}',
-                _make_stage(CifarBasicBlock, in_channels, width, num_blocks,
-                            stride, norm_cfg))
+                _make_stage(CifarBasicBlock, in_channels, width, num_blocks, stride, norm_cfg),
+            )
             in_channels = width
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return (x, )
+        return (x,)
 
 
 @MODELS.register_module()
@@ -210,9 +201,7 @@ class CifarResNet50(BaseBackbone):
 
     stage_blocks = (3, 4, 6, 3)
 
-    def __init__(self,
-                 norm_cfg: dict = dict(type='BN'),
-                 init_cfg=DEFAULT_INIT_CFG):
+    def __init__(self, norm_cfg: dict = dict(type='BN'), init_cfg=DEFAULT_INIT_CFG):
         super().__init__(init_cfg)
         self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
         self.bn1 = build_norm_layer(norm_cfg, 64)[1]
@@ -222,11 +211,11 @@ class CifarResNet50(BaseBackbone):
         for i, (n, width, stride) in enumerate(stages):
             self.add_module(
                 f'layer{i + 1}',
-                _make_stage(CifarBottleneck, in_channels, width, n, stride,
-                            norm_cfg))
+                _make_stage(CifarBottleneck, in_channels, width, n, stride, norm_cfg),
+            )
             in_channels = width * CifarBottleneck.expansion
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return (x, )
+        return (x,)

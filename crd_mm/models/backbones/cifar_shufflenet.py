@@ -4,6 +4,7 @@ These CIFAR variants have a 1x1 stride-1 stem and no max-pool, so each of
 the three stages halves a 32x32 input down to a 4x4 final map. They differ
 from mmpretrain's ImageNet ``ShuffleNetV1`` / ``ShuffleNetV2``.
 """
+
 from typing import Tuple
 
 import torch
@@ -15,13 +16,15 @@ from mmpretrain.models.utils import channel_shuffle
 from mmpretrain.registry import MODELS
 
 
-def _conv_bn(in_channels: int,
-             out_channels: int,
-             kernel_size: int,
-             norm_cfg: dict,
-             stride: int = 1,
-             groups: int = 1,
-             relu: bool = True) -> Sequential:
+def _conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    norm_cfg: dict,
+    stride: int = 1,
+    groups: int = 1,
+    relu: bool = True,
+) -> Sequential:
     layers = [
         nn.Conv2d(
             in_channels,
@@ -30,8 +33,9 @@ def _conv_bn(in_channels: int,
             stride=stride,
             padding=kernel_size // 2,
             groups=groups,
-            bias=False),
-        build_norm_layer(norm_cfg, out_channels)[1]
+            bias=False,
+        ),
+        build_norm_layer(norm_cfg, out_channels)[1],
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
@@ -54,17 +58,22 @@ class ShuffleV1Unit(BaseModule):
         norm_cfg (dict): Normalisation layer config.
     """
 
-    def __init__(self, in_channels: int, branch_channels: int, stride: int,
-                 groups: int, first_groups: int, norm_cfg: dict):
+    def __init__(
+        self,
+        in_channels: int,
+        branch_channels: int,
+        stride: int,
+        groups: int,
+        first_groups: int,
+        norm_cfg: dict,
+    ):
         super().__init__()
         mid = branch_channels // 4
         self.stride = stride
         self.first_groups = first_groups
-        self.conv1 = _conv_bn(
-            in_channels, mid, 1, norm_cfg, groups=first_groups)
+        self.conv1 = _conv_bn(in_channels, mid, 1, norm_cfg, groups=first_groups)
         self.conv2 = _conv_bn(mid, mid, 3, norm_cfg, stride=stride, groups=mid)
-        self.conv3 = _conv_bn(
-            mid, branch_channels, 1, norm_cfg, groups=groups, relu=False)
+        self.conv3 = _conv_bn(mid, branch_channels, 1, norm_cfg, groups=groups, relu=False)
         self.relu = nn.ReLU(inplace=True)
         if stride == 2:
             self.shortcut = nn.AvgPool2d(3, stride=2, padding=1)
@@ -95,6 +104,7 @@ class CifarShuffleNetV1(BaseBackbone):
     Returns:
         tuple[Tensor]: A single (B, 960, H/8, W/8) feature map.
     """
+
     stage_channels = (240, 480, 960)
     stage_blocks = (4, 8, 4)
     groups = 3
@@ -115,13 +125,15 @@ class CifarShuffleNetV1(BaseBackbone):
                         stride=2 if first else 1,
                         groups=self.groups,
                         first_groups=1 if i == 0 and first else self.groups,
-                        norm_cfg=norm_cfg))
+                        norm_cfg=norm_cfg,
+                    )
+                )
                 in_channels = out_channels
             self.add_module(f'layer{i + 1}', Sequential(*units))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        return (x, )
+        return (x,)
 
 
 class ShuffleV2DownUnit(BaseModule):
@@ -137,23 +149,17 @@ class ShuffleV2DownUnit(BaseModule):
         super().__init__()
         mid = out_channels // 2
         depthwise = _conv_bn(
-            in_channels,
-            in_channels,
-            3,
-            norm_cfg,
-            stride=2,
-            groups=in_channels,
-            relu=False)
-        self.left = Sequential(depthwise,
-                               _conv_bn(in_channels, mid, 1, norm_cfg))
+            in_channels, in_channels, 3, norm_cfg, stride=2, groups=in_channels, relu=False
+        )
+        self.left = Sequential(depthwise, _conv_bn(in_channels, mid, 1, norm_cfg))
         self.right = Sequential(
             _conv_bn(in_channels, mid, 1, norm_cfg),
             _conv_bn(mid, mid, 3, norm_cfg, stride=2, groups=mid, relu=False),
-            _conv_bn(mid, mid, 1, norm_cfg))
+            _conv_bn(mid, mid, 1, norm_cfg),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_shuffle(
-            torch.cat([self.left(x), self.right(x)], dim=1), 2)
+        return channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1), 2)
 
 
 class ShuffleV2Unit(BaseModule):
@@ -171,7 +177,8 @@ class ShuffleV2Unit(BaseModule):
         self.branch = Sequential(
             _conv_bn(half, half, 1, norm_cfg),
             _conv_bn(half, half, 3, norm_cfg, groups=half, relu=False),
-            _conv_bn(half, half, 1, norm_cfg))
+            _conv_bn(half, half, 1, norm_cfg),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=1)
@@ -194,6 +201,7 @@ class CifarShuffleNetV2(BaseBackbone):
     Returns:
         tuple[Tensor]: A single (B, 1024, H/8, W/8) feature map.
     """
+
     stage_channels = (116, 232, 464)
     stage_blocks = (3, 7, 3)
     out_channels = 1024
@@ -212,4 +220,4 @@ class CifarShuffleNetV2(BaseBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        return (self.conv2(x), )
+        return (self.conv2(x),)

@@ -1,4 +1,5 @@
 """VGG with batch norm for 32x32 inputs, as used in the CRD paper."""
+
 from typing import Tuple
 
 import torch
@@ -40,6 +41,7 @@ class CifarVGG(BaseBackbone):
     Returns:
         tuple[Tensor]: A single (B, 512, H/8, W/8) feature map.
     """
+
     widths = (64, 128, 256, 512, 512)
     arch_settings = {
         'vgg8': (1, 1, 1, 1, 1),
@@ -48,23 +50,23 @@ class CifarVGG(BaseBackbone):
     }
     num_pooled_blocks = 3
 
-    def __init__(self,
-                 arch: str = 'vgg13',
-                 norm_cfg: dict = dict(type='BN'),
-                 init_cfg=DEFAULT_INIT_CFG):
+    def __init__(
+        self, arch: str = 'vgg13', norm_cfg: dict = dict(type='BN'), init_cfg=DEFAULT_INIT_CFG
+    ):
         super().__init__(init_cfg)
         if arch not in self.arch_settings:
-            raise KeyError(f'Unknown arch {arch!r} for {type(self).__name__}; '
-                           f'choose from {sorted(self.arch_settings)}.')
+            raise KeyError(
+                f'Unknown arch {arch!r} for {type(self).__name__}; '
+                f'choose from {sorted(self.arch_settings)}.'
+            )
         in_channels = 3
         layers = []
-        for i, (num_convs, width) in enumerate(
-                zip(self.arch_settings[arch], self.widths)):
+        for i, (num_convs, width) in enumerate(zip(self.arch_settings[arch], self.widths)):
             for _ in range(num_convs):
                 layers += [
                     nn.Conv2d(in_channels, width, 3, padding=1),
                     build_norm_layer(norm_cfg, width)[1],
-                    nn.ReLU(inplace=True)
+                    nn.ReLU(inplace=True),
                 ]
                 in_channels = width
             if i < self.num_pooled_blocks:
@@ -72,4 +74,4 @@ class CifarVGG(BaseBackbone):
         self.features = Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
-        return (self.features(x), )
+        return (self.features(x),)

@@ -1,4 +1,5 @@
 """Wide ResNets (Zagoruyko & Komodakis) as the CRD paper uses on CIFAR-100."""
+
 from typing import Tuple
 
 import torch
@@ -25,21 +26,17 @@ class PreActBlock(BaseModule):
         norm_cfg (dict): Normalisation layer config.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 norm_cfg: dict):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm_cfg: dict):
         super().__init__()
         self.bn1 = build_norm_layer(norm_cfg, in_channels)[1]
-        self.conv1 = nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn2 = build_norm_layer(norm_cfg, out_channels)[1]
-        self.conv2 = nn.Conv2d(
-            out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
         if stride == 1 and in_channels == out_channels:
             self.shortcut = None
         else:
-            self.shortcut = nn.Conv2d(
-                in_channels, out_channels, 1, stride=stride, bias=False)
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = self.relu(self.bn1(x))
@@ -69,6 +66,7 @@ class CifarWideResNet(BaseBackbone):
     Returns:
         tuple[Tensor]: A single (B, 64W, H/4, W/4) feature map.
     """
+
     # arch: (depth, widen factor)
     arch_settings = {
         'wrn_16_1': (16, 1),
@@ -77,14 +75,15 @@ class CifarWideResNet(BaseBackbone):
         'wrn_40_2': (40, 2),
     }
 
-    def __init__(self,
-                 arch: str = 'wrn_40_2',
-                 norm_cfg: dict = dict(type='BN'),
-                 init_cfg=DEFAULT_INIT_CFG):
+    def __init__(
+        self, arch: str = 'wrn_40_2', norm_cfg: dict = dict(type='BN'), init_cfg=DEFAULT_INIT_CFG
+    ):
         super().__init__(init_cfg)
         if arch not in self.arch_settings:
-            raise KeyError(f'Unknown arch {arch!r} for {type(self).__name__}; '
-                           f'choose from {sorted(self.arch_settings)}.')
+            raise KeyError(
+                f'Unknown arch {arch!r} for {type(self).__name__}; '
+                f'choose from {sorted(self.arch_settings)}.'
+            )
         depth, widen = self.arch_settings[arch]
         num_blocks = (depth - 4) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
@@ -93,9 +92,7 @@ class CifarWideResNet(BaseBackbone):
             width *= widen
             blocks = []
             for j in range(num_blocks):
-                blocks.append(
-                    PreActBlock(in_channels, width, stride if j == 0 else 1,
-                                norm_cfg))
+                blocks.append(PreActBlock(in_channels, width, stride if j == 0 else 1, norm_cfg))
                 in_channels = width
             self.add_module(f'block{i + 1}', Sequential(*blocks))
         self.bn1 = build_norm_layer(norm_cfg, in_channels)[1]
@@ -103,4 +100,4 @@ class CifarWideResNet(BaseBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor]:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
-        return (self.relu(self.bn1(x)), )
+        return (self.relu(self.bn1(x)),)

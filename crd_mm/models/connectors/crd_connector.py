@@ -1,4 +1,5 @@
 """CRD's embedding head as an mmrazor connector."""
+
 from typing import Optional, Sequence, Union
 
 import mmrazor.models  # noqa: F401  (register mmrazor's CRDConnector first, so that ours replaces it)
@@ -36,5 +37,6 @@ class CRDConnector(BaseConnector):
         if feature.dim() != 2 or feature.shape[1] != self.dim_in:
             raise ValueError(
                 f'CRDConnector(dim_in={self.dim_in}) got features of shape {tuple(feature.shape)}; '
-                f'set dim_in to the channel count of the recorded layer ({feature.shape[1] if feature.dim() > 1 else "?"})')
+                f'set dim_in to the channel count of the recorded layer ({feature.shape[1] if feature.dim() > 1 else "?"})'
+            )
         return F.normalize(self.linear(feature), dim=1)

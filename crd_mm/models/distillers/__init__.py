@@ -1,4 +1,5 @@
 """Distillers registered in mmrazor's MODELS registry."""
+
 from .multi_teacher_distiller import MultiTeacherDistiller
 
 __all__ = ['MultiTeacherDistiller']

@@ -1,4 +1,5 @@
 """Contrastive distillation losses, registered in mmrazor's MODELS registry."""
+
 from .ckd_loss import CKDLoss
 from .crcd_loss import CRCDLoss
 from .crd_loss import CRDLoss

@@ -1,4 +1,5 @@
 """CKD: sample-wise contrastive alignment of student and teacher logits."""
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,18 +30,14 @@ class CKDLoss(nn.Module):
             Defaults to 1.0.
     """
 
-    def __init__(self,
-                 loss_weight: float = 1.0,
-                 temperature: float = 1.0) -> None:
+    def __init__(self, loss_weight: float = 1.0, temperature: float = 1.0) -> None:
         super().__init__()
         if temperature <= 0:
-            raise ValueError(
-                f'temperature must be positive, got {temperature}.')
+            raise ValueError(f'temperature must be positive, got {temperature}.')
         self.loss_weight = loss_weight
         self.temperature = temperature
 
-    def forward(self, s_logits: torch.Tensor,
-                t_logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, s_logits: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
         """Compute the weighted CKD loss.
 
         Args:

@@ -1,4 +1,5 @@
 """CRCD: Complementary Relation Contrastive Distillation (Zhu et al., CVPR 2021)."""
+
 import math
 from typing import Optional, Sequence, Union
 
@@ -18,9 +19,14 @@ GRADIENT_COMBINES = ('add', 'multiply_kd')
 RELATION_SHIFT = 1e-6
 
 
-def relation_scores(embeds: torch.Tensor, bank: torch.Tensor, anchor_idx: torch.Tensor,
-                    contrast_idx: torch.Tensor, temperature: float,
-                    include_self_pairs: bool = False) -> torch.Tensor:
+def relation_scores(
+    embeds: torch.Tensor,
+    bank: torch.Tensor,
+    anchor_idx: torch.Tensor,
+    contrast_idx: torch.Tensor,
+    temperature: float,
+    include_self_pairs: bool = False,
+) -> torch.Tensor:
     """<normalize(w - a), normalize(v_i - a)> / T for every pair (i, a) and candidate w.
 
     ``embeds`` v: (B, D) with gradient; anchors a: the bank rows ``anchor_idx``
@@ -44,16 +50,16 @@ def relation_scores(embeds: torch.Tensor, bank: torch.Tensor, anchor_idx: torch.
     v = embeds.to(dtype)
     a = bank.index_select(0, anchor_idx).to(dtype)
     if include_self_pairs:
-        a = a - RELATION_SHIFT                              # normalize(x - a + s) = normalize(x - (a - s))
+        a = a - RELATION_SHIFT  # normalize(x - a + s) = normalize(x - (a - s))
     w = bank.index_select(0, contrast_idx.reshape(-1)).view(batch, num_candidates, -1).to(dtype)
-    wv = torch.bmm(w, v.unsqueeze(2))                       # (B, K+1, 1)   <w_ik, v_i>
-    wa = torch.matmul(w, a.t())                             # (B, K+1, B)   <w_ik, a>
-    av = (v @ a.t()).unsqueeze(1)                           # (B, 1, B)     <v_i, a>
-    aa = (a * a).sum(1)                                     # (B,)          |a|^2
-    ww = (w * w).sum(2, keepdim=True)                       # (B, K+1, 1)   |w_ik|^2
-    vv = (v * v).sum(1)[:, None, None]                      # (B, 1, 1)     |v_i|^2
-    sq_w = ww - 2 * wa + aa                                 # |w_ik - a|^2
-    sq_v = vv - 2 * av + aa                                 # |v_i - a|^2
+    wv = torch.bmm(w, v.unsqueeze(2))  # (B, K+1, 1)   <w_ik, v_i>
+    wa = torch.matmul(w, a.t())  # (B, K+1, B)   <w_ik, a>
+    av = (v @ a.t()).unsqueeze(1)  # (B, 1, B)     <v_i, a>
+    aa = (a * a).sum(1)  # (B,)          |a|^2
+    ww = (w * w).sum(2, keepdim=True)  # (B, K+1, 1)   |w_ik|^2
+    vv = (v * v).sum(1)[:, None, None]  # (B, 1, 1)     |v_i|^2
+    sq_w = ww - 2 * wa + aa  # |w_ik - a|^2
+    sq_v = vv - 2 * av + aa  # |v_i - a|^2
     # Below this squared length the expansion cannot resolve a relation vector's direction
     # (rounding of the dot products of unit rows): such a vector counts as zero. Zero
     # vectors arise as a candidate at the anchor's own row, rows that coincide (e.g. the
@@ -61,7 +67,7 @@ def relation_scores(embeds: torch.Tensor, bank: torch.Tensor, anchor_idx: torch.
     # equal to its anchor.
     tiny = 32 * torch.finfo(dtype).eps
     zero_w = (contrast_idx[:, :, None] == anchor_idx[None, None, :]) | (sq_w <= tiny)  # (B, K+1, B)
-    zero_v = sq_v <= tiny                                                              # (B, 1, B)
+    zero_v = sq_v <= tiny  # (B, 1, B)
     norm_w, norm_v = sq_w.clamp_min(tiny).sqrt(), sq_v.clamp_min(tiny).sqrt()
     cosine = (wv - wa - av + aa) / (norm_w * norm_v)
     if include_self_pairs:
@@ -77,8 +83,13 @@ def relation_scores(embeds: torch.Tensor, bank: torch.Tensor, anchor_idx: torch.
     return cosine.permute(0, 2, 1)[off_diagonal] / temperature  # (B(B-1), K+1)
 
 
-def feature_gradients(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-                      fc_weight: Optional[torch.Tensor] = None, reduction: str = 'sum') -> torch.Tensor:
+def feature_gradients(
+    feats: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    fc_weight: Optional[torch.Tensor] = None,
+    reduction: str = 'sum',
+) -> torch.Tensor:
     """d CE(logits, labels) / d feats: CRCD's gradient element.
 
     ``reduction`` is the cross-entropy's over the batch: 'sum' gives each
@@ -94,13 +105,17 @@ def feature_gradients(feats: torch.Tensor, logits: torch.Tensor, labels: torch.T
             residual = residual / logits.shape[0]
         return residual @ fc_weight.detach().to(logits.dtype)
     if not feats.requires_grad:
-        raise ValueError('the gradient relation needs student features that are part of the '
-                         "autograd graph: record the input of the student's classifier (e.g. 'neck')")
+        raise ValueError(
+            'the gradient relation needs student features that are part of the '
+            "autograd graph: record the input of the student's classifier (e.g. 'neck')"
+        )
     task_loss = F.cross_entropy(logits, labels, reduction=reduction)
     return torch.autograd.grad(task_loss, feats, create_graph=True)[0]
 
 
-def kd_divergence(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_divergence(
+    s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Hinton's KD term: T^2 KL(softmax(t / T) || softmax(s / T)), averaged over the batch."""
     dtype = compute_dtype(s_logits)
     log_p_s = F.log_softmax(s_logits.to(dtype) / temperature, dim=1)
@@ -174,33 +189,43 @@ class CRCDLoss(nn.Module, MemoryBankClient):
             KD loss (0.9 and 4 in CRCD's recipes).
     """
 
-    def __init__(self,
-                 loss_weight: float = 1.0,
-                 relation: str = 'feature',
-                 temperature: float = 0.05,
-                 num_negatives: int = 500,
-                 momentum: float = 0.5,
-                 feat_dim: int = 128,
-                 negative_sampling: str = 'class_exact',
-                 student_channels: Optional[int] = None,
-                 teacher_channels: Optional[int] = None,
-                 eps: float = 1e-7,
-                 include_self_pairs: bool = False,
-                 gradient_reduction: str = 'sum',
-                 gradient_combine: str = 'add',
-                 kd_weight: float = 0.9,
-                 kd_temperature: float = 4.0):
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        relation: str = 'feature',
+        temperature: float = 0.05,
+        num_negatives: int = 500,
+        momentum: float = 0.5,
+        feat_dim: int = 128,
+        negative_sampling: str = 'class_exact',
+        student_channels: Optional[int] = None,
+        teacher_channels: Optional[int] = None,
+        eps: float = 1e-7,
+        include_self_pairs: bool = False,
+        gradient_reduction: str = 'sum',
+        gradient_combine: str = 'add',
+        kd_weight: float = 0.9,
+        kd_temperature: float = 4.0,
+    ):
         super().__init__()
         if relation not in RELATIONS:
             raise ValueError(f'relation must be one of {RELATIONS}, got {relation!r}')
-        check_bank_loss_settings('CRCDLoss', negative_sampling, num_negatives, temperature, momentum)
+        check_bank_loss_settings(
+            'CRCDLoss', negative_sampling, num_negatives, temperature, momentum
+        )
         if gradient_reduction not in GRADIENT_REDUCTIONS:
-            raise ValueError(f'gradient_reduction must be one of {GRADIENT_REDUCTIONS}, got {gradient_reduction!r}')
+            raise ValueError(
+                f'gradient_reduction must be one of {GRADIENT_REDUCTIONS}, got {gradient_reduction!r}'
+            )
         if gradient_combine not in GRADIENT_COMBINES:
-            raise ValueError(f'gradient_combine must be one of {GRADIENT_COMBINES}, got {gradient_combine!r}')
+            raise ValueError(
+                f'gradient_combine must be one of {GRADIENT_COMBINES}, got {gradient_combine!r}'
+            )
         if relation == 'feature' and (gradient_reduction, gradient_combine) != ('sum', 'add'):
-            raise ValueError("gradient_reduction and gradient_combine apply to relation='gradient' only; "
-                             "drop them from the feature relation's loss")
+            raise ValueError(
+                "gradient_reduction and gradient_combine apply to relation='gradient' only; "
+                "drop them from the feature relation's loss"
+            )
         if kd_temperature <= 0:
             raise ValueError(f'kd_temperature must be positive, got {kd_temperature}')
         self.loss_weight = loss_weight
@@ -218,60 +243,100 @@ class CRCDLoss(nn.Module, MemoryBankClient):
         self.kd_temperature = kd_temperature
         if relation == 'gradient':
             if not student_channels or not teacher_channels:
-                raise ValueError("relation='gradient' embeds the feature gradients itself: set "
-                                 'student_channels and teacher_channels to the feature widths')
+                raise ValueError(
+                    "relation='gradient' embeds the feature gradients itself: set "
+                    'student_channels and teacher_channels to the feature widths'
+                )
             self.student_head = nn.Linear(student_channels, feat_dim)
             self.teacher_head = nn.Linear(teacher_channels, feat_dim)
 
     def bank_requirements(self) -> dict:
-        return dict(feat_dim=self.feat_dim, momentum=self.momentum,
-                    needs_labels=self.negative_sampling == 'class_exact')
+        return dict(
+            feat_dim=self.feat_dim,
+            momentum=self.momentum,
+            needs_labels=self.negative_sampling == 'class_exact',
+        )
 
-    def forward(self, s_feats, t_feats, data_samples: Sequence, s_logits: Optional[torch.Tensor] = None,
-                t_logits: Optional[torch.Tensor] = None, t_fc_weight: Optional[torch.Tensor] = None):
+    def forward(
+        self,
+        s_feats,
+        t_feats,
+        data_samples: Sequence,
+        s_logits: Optional[torch.Tensor] = None,
+        t_logits: Optional[torch.Tensor] = None,
+        t_fc_weight: Optional[torch.Tensor] = None,
+    ):
         bank = self.require_memory_bank()
         if self.relation == 'gradient':
-            s_feats, t_feats = self.gradient_embeddings(s_feats, t_feats, data_samples, s_logits, t_logits,
-                                                        t_fc_weight)
+            s_feats, t_feats = self.gradient_embeddings(
+                s_feats, t_feats, data_samples, s_logits, t_logits, t_fc_weight
+            )
         idx = checked_batch_indices('CRCDLoss', bank, data_samples, s_feats, t_feats, self.feat_dim)
-        if idx.numel() < (1 if self.include_self_pairs else 2):  # e.g. an epoch's last batch: no pair
+        if idx.numel() < (
+            1 if self.include_self_pairs else 2
+        ):  # e.g. an epoch's last batch: no pair
             if bank.normalizers is None:
-                raise ValueError('CRCD contrasts relations between the samples of a batch: the first '
-                                 'batch needs at least 2 samples to set the normalisation constants')
+                raise ValueError(
+                    'CRCD contrasts relations between the samples of a batch: the first '
+                    'batch needs at least 2 samples to set the normalisation constants'
+                )
             loss = (s_feats.sum() + t_feats.sum()) * 0.0
         else:
             negative = bank.negatives(idx, self.num_negatives, self.negative_sampling, shared=False)
             loss = self.relation_loss(s_feats, t_feats, idx, negative)
             if self.gradient_combine == 'multiply_kd':
-                loss = loss * self.kd_weight * kd_divergence(s_logits, t_logits, self.kd_temperature)
+                loss = (
+                    loss * self.kd_weight * kd_divergence(s_logits, t_logits, self.kd_temperature)
+                )
         bank.stage(idx, s_feats, t_feats)
         return loss
 
     def gradient_embeddings(self, s_feats, t_feats, data_samples, s_logits, t_logits, t_fc_weight):
         if s_logits is None or t_logits is None or t_fc_weight is None:
-            raise ValueError("relation='gradient' needs s_logits, t_logits (the classifiers' outputs) and "
-                             "t_fc_weight (the teacher classifier's weight, a 'Parameter' recorder) in "
-                             'loss_forward_mappings')
+            raise ValueError(
+                "relation='gradient' needs s_logits, t_logits (the classifiers' outputs) and "
+                "t_fc_weight (the teacher classifier's weight, a 'Parameter' recorder) in "
+                'loss_forward_mappings'
+            )
         labels = torch.stack([torch.as_tensor(s.gt_label).reshape(-1)[0] for s in data_samples])
         labels = labels.to(s_logits.device, torch.long)
-        s_grad = feature_gradients(last_tensor(s_feats), s_logits, labels, reduction=self.gradient_reduction)
-        t_grad = feature_gradients(last_tensor(t_feats), t_logits, labels, fc_weight=t_fc_weight,
-                                   reduction=self.gradient_reduction)
-        return (F.normalize(self.student_head(s_grad), dim=1),
-                F.normalize(self.teacher_head(t_grad.to(self.teacher_head.weight.dtype)), dim=1))
+        s_grad = feature_gradients(
+            last_tensor(s_feats), s_logits, labels, reduction=self.gradient_reduction
+        )
+        t_grad = feature_gradients(
+            last_tensor(t_feats),
+            t_logits,
+            labels,
+            fc_weight=t_fc_weight,
+            reduction=self.gradient_reduction,
+        )
+        return (
+            F.normalize(self.student_head(s_grad), dim=1),
+            F.normalize(self.teacher_head(t_grad.to(self.teacher_head.weight.dtype)), dim=1),
+        )
 
-    def relation_loss(self, s_embeds: torch.Tensor, t_embeds: torch.Tensor, idx: torch.Tensor,
-                      negative: torch.Tensor) -> torch.Tensor:
+    def relation_loss(
+        self,
+        s_embeds: torch.Tensor,
+        t_embeds: torch.Tensor,
+        idx: torch.Tensor,
+        negative: torch.Tensor,
+    ) -> torch.Tensor:
         """The weighted relation loss for given indices and negatives (no sampling, no bank update, no KD factor)."""
         bank = self.require_memory_bank()
         # the rows these indices address (the banks themselves, or rows fetched from a sharded bank's owners)
-        student, teacher, (idx, contrast_idx) = bank.contrast_rows(idx, torch.cat([idx[:, None], negative], 1))
+        student, teacher, (idx, contrast_idx) = bank.contrast_rows(
+            idx, torch.cat([idx[:, None], negative], 1)
+        )
         with torch.autocast(device_type=s_embeds.device.type, enabled=False):
-            scores_s = relation_scores(s_embeds, teacher, idx, contrast_idx, self.temperature,
-                                       self.include_self_pairs)
-            scores_t = relation_scores(t_embeds, student, idx, contrast_idx, self.temperature,
-                                       self.include_self_pairs)
+            scores_s = relation_scores(
+                s_embeds, teacher, idx, contrast_idx, self.temperature, self.include_self_pairs
+            )
+            scores_t = relation_scores(
+                t_embeds, student, idx, contrast_idx, self.temperature, self.include_self_pairs
+            )
             log_z_s, log_z_t = bank.log_normalizers(scores_s, scores_t)
-            loss = (nce_loss(scores_s - log_z_s, bank.num_samples, self.eps)
-                    + nce_loss(scores_t - log_z_t, bank.num_samples, self.eps))
+            loss = nce_loss(scores_s - log_z_s, bank.num_samples, self.eps) + nce_loss(
+                scores_t - log_z_t, bank.num_samples, self.eps
+            )
         return self.loss_weight * loss

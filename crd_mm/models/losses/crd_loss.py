@@ -1,4 +1,5 @@
 """CRD: Contrastive Representation Distillation (Tian, Krishnan, Isola; ICLR 2020)."""
+
 import math
 from typing import Optional, Sequence
 
@@ -14,15 +15,18 @@ from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES, Contrast
 def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
     """The dataset index (``sample_idx``) of every data sample, as a long tensor."""
     if not data_samples:
-        raise ValueError('CRD needs the data samples of the batch; map them in loss_forward_mappings '
-                         "as data_samples=dict(from_student=True, recorder='data_samples', data_idx=1)")
+        raise ValueError(
+            'CRD needs the data samples of the batch; map them in loss_forward_mappings '
+            "as data_samples=dict(from_student=True, recorder='data_samples', data_idx=1)"
+        )
     values = []
     for sample in data_samples:
         if 'sample_idx' not in sample:
             raise KeyError(
                 "data samples carry no 'sample_idx': keep it in the packing transform's meta_keys "
                 "(mmpretrain's PackInputs has it by default; for mmdet add "
-                "meta_keys=(..., 'sample_idx') to PackDetInputs)")
+                "meta_keys=(..., 'sample_idx') to PackDetInputs)"
+            )
         values.append(torch.as_tensor(sample.sample_idx).reshape(()))
     return torch.stack(values).to(device=device, dtype=torch.long)
 
@@ -38,22 +42,33 @@ DENSE_SCORING_RATIO = 8
 def sample_labels(data_samples: Sequence) -> Optional[torch.Tensor]:
     """Each data sample's single class label, or None when the samples carry none."""
     labels = [sample.gt_label for sample in data_samples if 'gt_label' in sample]
-    if len(labels) != len(data_samples) or any(torch.as_tensor(label).numel() != 1 for label in labels):
+    if len(labels) != len(data_samples) or any(
+        torch.as_tensor(label).numel() != 1 for label in labels
+    ):
         return None
     return torch.stack([torch.as_tensor(label).reshape(()) for label in labels]).long()
 
 
-def check_bank_loss_settings(name: str, negative_sampling: str, num_negatives: int, temperature: float,
-                             momentum: float):
+def check_bank_loss_settings(
+    name: str, negative_sampling: str, num_negatives: int, temperature: float, momentum: float
+):
     """Refuse settings no bank-based loss (CRD, CRCD) can run with."""
     if negative_sampling not in NEGATIVE_SAMPLING_MODES:
-        raise ValueError(f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, got {negative_sampling!r}')
+        raise ValueError(
+            f'negative_sampling must be one of {NEGATIVE_SAMPLING_MODES}, got {negative_sampling!r}'
+        )
     if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
         raise ValueError(f'{name} needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
 
 
-def checked_batch_indices(name: str, bank, data_samples: Sequence, s_embeds: torch.Tensor,
-                          t_embeds: torch.Tensor, feat_dim: int) -> torch.Tensor:
+def checked_batch_indices(
+    name: str,
+    bank,
+    data_samples: Sequence,
+    s_embeds: torch.Tensor,
+    t_embeds: torch.Tensor,
+    feat_dim: int,
+) -> torch.Tensor:
     """The batch's dataset indices, after every check that must pass before the bank is read or staged.
 
     Embedding shapes, indices inside the bank and, where both exist, the data
@@ -62,9 +77,11 @@ def checked_batch_indices(name: str, bank, data_samples: Sequence, s_embeds: tor
     idx = dataset_indices(data_samples, bank.device)
     expected = (idx.numel(), feat_dim)
     if tuple(s_embeds.shape) != expected or tuple(t_embeds.shape) != expected:
-        raise ValueError(f'{name} expects student and teacher embeddings of shape {expected} '
-                         f'(batch, feat_dim), got {tuple(s_embeds.shape)} and {tuple(t_embeds.shape)}; '
-                         "set feat_dim to the connectors' dim_out")
+        raise ValueError(
+            f'{name} expects student and teacher embeddings of shape {expected} '
+            f'(batch, feat_dim), got {tuple(s_embeds.shape)} and {tuple(t_embeds.shape)}; '
+            "set feat_dim to the connectors' dim_out"
+        )
     bank.check_indices(idx)
     if bank.labels is not None:
         labels = sample_labels(data_samples)
@@ -73,21 +90,32 @@ def checked_batch_indices(name: str, bank, data_samples: Sequence, s_embeds: tor
     return idx
 
 
-def check_memory_settings(memory: str, queue_size: Optional[int], num_negatives: Optional[int],
-                          positive: str, share_negatives: bool):
+def check_memory_settings(
+    memory: str,
+    queue_size: Optional[int],
+    num_negatives: Optional[int],
+    positive: str,
+    share_negatives: bool,
+):
     """Refuse memory options that cannot be combined (a queue has no per-sample draws or relaxed positives)."""
     if memory not in MEMORY_KINDS:
         raise ValueError(f'memory must be one of {MEMORY_KINDS}, got {memory!r}')
     if memory == 'bank':
         if queue_size is not None:
-            raise ValueError("queue_size applies to memory='queue' only; set memory='queue' or drop queue_size")
+            raise ValueError(
+                "queue_size applies to memory='queue' only; set memory='queue' or drop queue_size"
+            )
         return
     if queue_size is None or queue_size < 1:
-        raise ValueError(f"memory='queue' needs queue_size >= 1 (the number of queued negatives), got {queue_size}")
+        raise ValueError(
+            f"memory='queue' needs queue_size >= 1 (the number of queued negatives), got {queue_size}"
+        )
     if num_negatives is not None or share_negatives or positive != 'exact':
-        raise ValueError("memory='queue' uses every queued embedding as a negative of every sample and the "
-                         "sample's own embedding as its positive: num_negatives, share_negatives=True and "
-                         "positive='relax' do not apply (set queue_size instead)")
+        raise ValueError(
+            "memory='queue' uses every queued embedding as a negative of every sample and the "
+            "sample's own embedding as its positive: num_negatives, share_negatives=True and "
+            "positive='relax' do not apply (set queue_size instead)"
+        )
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -112,7 +140,9 @@ class GatheredRowScores(torch.autograd.Function):
         step = max(1, GatheredRowScores.CHUNK_BYTES // per_sample)
         for start in range(0, contrast.shape[0], step):
             end = min(start + step, contrast.shape[0])
-            rows = bank.index_select(0, contrast[start:end].reshape(-1)).view(end - start, contrast.shape[1], -1)
+            rows = bank.index_select(0, contrast[start:end].reshape(-1)).view(
+                end - start, contrast.shape[1], -1
+            )
             yield start, end, rows
 
     @staticmethod
@@ -120,7 +150,9 @@ class GatheredRowScores(torch.autograd.Function):
         ctx.save_for_backward(bank, contrast)
         scores = anchor.new_empty(contrast.shape)
         for start, end, rows in GatheredRowScores._chunks(contrast, bank):
-            scores[start:end] = torch.bmm(rows.to(anchor.dtype), anchor[start:end, :, None]).squeeze(2)
+            scores[start:end] = torch.bmm(
+                rows.to(anchor.dtype), anchor[start:end, :, None]
+            ).squeeze(2)
         return scores
 
     @staticmethod
@@ -128,12 +160,19 @@ class GatheredRowScores(torch.autograd.Function):
         bank, contrast = ctx.saved_tensors
         grad_anchor = grad_scores.new_empty(contrast.shape[0], bank.shape[1])
         for start, end, rows in GatheredRowScores._chunks(contrast, bank):
-            grad_anchor[start:end] = torch.bmm(grad_scores[start:end, None, :], rows.to(grad_scores.dtype)).squeeze(1)
+            grad_anchor[start:end] = torch.bmm(
+                grad_scores[start:end, None, :], rows.to(grad_scores.dtype)
+            ).squeeze(1)
         return grad_anchor, None, None
 
 
-def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Tensor,
-                    negative: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrast_scores(
+    anchor: torch.Tensor,
+    bank: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
     """<bank row, anchor> / T for the positive (column 0) and the K negatives, (B, K + 1).
 
     ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
@@ -148,7 +187,10 @@ def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Te
     anchor = anchor.to(dtype)
     if negative.dim() == 2:
         contrast = torch.cat([positive[:, None], negative], 1)
-        if bank.dtype == dtype and DENSE_SCORING_RATIO * bank.shape[0] <= contrast.shape[1] * bank.shape[1]:
+        if (
+            bank.dtype == dtype
+            and DENSE_SCORING_RATIO * bank.shape[0] <= contrast.shape[1] * bank.shape[1]
+        ):
             # a small bank (CIFAR: N=50k vs (K + 1) D = 2.1M): one B x N matrix product
             # is far cheaper than gathering B (K + 1) rows of D (measured in docs/benchmarks.md)
             logits = (anchor @ bank.t()).gather(1, contrast)
@@ -160,8 +202,9 @@ def contrast_scores(anchor: torch.Tensor, bank: torch.Tensor, positive: torch.Te
     return logits / temperature
 
 
-def nce_loss(log_probs: torch.Tensor, num_samples: int, eps: float,
-             valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def nce_loss(
+    log_probs: torch.Tensor, num_samples: int, eps: float, valid: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """CRD's NCE objective (paper Eq. 18) from log P = score - log Z, noise distribution Pn = 1/N.
 
     With c = K Pn + eps: log D1 = log P_0 - log(P_0 + c) and log D0 = log(K Pn) - log(P_k + c),
@@ -174,7 +217,9 @@ def nce_loss(log_probs: torch.Tensor, num_samples: int, eps: float,
         k = valid[:, 1:].sum(1).to(log_probs.dtype)
         k_pn = k / num_samples
         log_denominators = torch.log(log_probs.exp() + (k_pn + eps)[:, None])
-        return ((log_denominators * valid).sum() - log_probs[:, 0].sum() - torch.xlogy(k, k_pn).sum()) / batch
+        return (
+            (log_denominators * valid).sum() - log_probs[:, 0].sum() - torch.xlogy(k, k_pn).sum()
+        ) / batch
     k_pn = (num - 1) / num_samples
     log_denominators = torch.log(log_probs.exp() + (k_pn + eps))
     return (log_denominators.sum() - log_probs[:, 0].sum()) / batch - (num - 1) * math.log(k_pn)
@@ -215,18 +260,20 @@ class CRDLoss(nn.Module, MemoryBankClient):
         queue_size (int): Q, the queue's length (``memory='queue'`` only).
     """
 
-    def __init__(self,
-                 loss_weight: float = 1.0,
-                 temperature: float = 0.07,
-                 num_negatives: Optional[int] = None,
-                 momentum: float = 0.5,
-                 feat_dim: int = 128,
-                 negative_sampling: str = 'class_exact',
-                 positive: str = 'exact',
-                 share_negatives: bool = False,
-                 eps: float = 1e-7,
-                 memory: str = 'bank',
-                 queue_size: Optional[int] = None):
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        temperature: float = 0.07,
+        num_negatives: Optional[int] = None,
+        momentum: float = 0.5,
+        feat_dim: int = 128,
+        negative_sampling: str = 'class_exact',
+        positive: str = 'exact',
+        share_negatives: bool = False,
+        eps: float = 1e-7,
+        memory: str = 'bank',
+        queue_size: Optional[int] = None,
+    ):
         super().__init__()
         check_memory_settings(memory, queue_size, num_negatives, positive, share_negatives)
         num_negatives = DEFAULT_NUM_NEGATIVES if num_negatives is None else num_negatives
@@ -234,8 +281,10 @@ class CRDLoss(nn.Module, MemoryBankClient):
         if positive not in POSITIVE_MODES:
             raise ValueError(f'positive must be one of {POSITIVE_MODES}, got {positive!r}')
         if share_negatives and negative_sampling != 'uniform':
-            raise ValueError("share_negatives=True draws one set of negatives for the whole batch, "
-                             "which cannot exclude every sample's class: set negative_sampling='uniform'")
+            raise ValueError(
+                'share_negatives=True draws one set of negatives for the whole batch, '
+                "which cannot exclude every sample's class: set negative_sampling='uniform'"
+            )
         self.loss_weight = loss_weight
         self.temperature = temperature
         self.num_negatives = num_negatives
@@ -250,33 +299,61 @@ class CRDLoss(nn.Module, MemoryBankClient):
 
     def bank_requirements(self) -> dict:
         needs_labels = self.negative_sampling == 'class_exact' or self.positive == 'relax'
-        return dict(feat_dim=self.feat_dim, momentum=self.momentum, needs_labels=needs_labels,
-                    memory=self.memory, queue_size=self.queue_size)
+        return dict(
+            feat_dim=self.feat_dim,
+            momentum=self.momentum,
+            needs_labels=needs_labels,
+            memory=self.memory,
+            queue_size=self.queue_size,
+        )
 
-    def forward(self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence) -> torch.Tensor:
+    def forward(
+        self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence
+    ) -> torch.Tensor:
         memory = self.require_memory_bank()
-        idx = checked_batch_indices(type(self).__name__, memory, data_samples, s_feats, t_feats, self.feat_dim)
-        contrast = memory.contrast(idx, s_feats, t_feats, positive=self.positive, num_negatives=self.num_negatives,
-                                   negative_sampling=self.negative_sampling, shared=self.share_negatives)
+        idx = checked_batch_indices(
+            type(self).__name__, memory, data_samples, s_feats, t_feats, self.feat_dim
+        )
+        contrast = memory.contrast(
+            idx,
+            s_feats,
+            t_feats,
+            positive=self.positive,
+            num_negatives=self.num_negatives,
+            negative_sampling=self.negative_sampling,
+            shared=self.share_negatives,
+        )
         loss = self.scored_loss(s_feats, t_feats, contrast)
         memory.stage(idx, s_feats, t_feats)
         return loss
 
-    def contrast_loss(self, s_feats: torch.Tensor, t_feats: torch.Tensor,
-                      positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    def contrast_loss(
+        self,
+        s_feats: torch.Tensor,
+        t_feats: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+    ) -> torch.Tensor:
         """The weighted CRD loss for given bank indices (no sampling, no bank update)."""
-        return self.scored_loss(s_feats, t_feats, self.require_memory_bank().select(positive, negative))
+        return self.scored_loss(
+            s_feats, t_feats, self.require_memory_bank().select(positive, negative)
+        )
 
-    def scored_loss(self, s_feats: torch.Tensor, t_feats: torch.Tensor, contrast: Contrast) -> torch.Tensor:
+    def scored_loss(
+        self, s_feats: torch.Tensor, t_feats: torch.Tensor, contrast: Contrast
+    ) -> torch.Tensor:
         """The weighted CRD loss of the rows a memory selected (student anchors against teacher rows)."""
         memory = self.require_memory_bank()
         device_type = s_feats.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            scores_s = contrast_scores(s_feats, contrast.teacher, contrast.positive, contrast.negative,
-                                       self.temperature)
-            scores_t = contrast_scores(t_feats, contrast.student, contrast.positive, contrast.negative,
-                                       self.temperature)
+            scores_s = contrast_scores(
+                s_feats, contrast.teacher, contrast.positive, contrast.negative, self.temperature
+            )
+            scores_t = contrast_scores(
+                t_feats, contrast.student, contrast.positive, contrast.negative, self.temperature
+            )
             log_z_s, log_z_t = memory.log_normalizers(scores_s, scores_t, contrast.valid)
-            loss = (nce_loss(scores_s - log_z_s, contrast.noise_size, self.eps, contrast.valid)
-                    + nce_loss(scores_t - log_z_t, contrast.noise_size, self.eps, contrast.valid))
+            loss = nce_loss(
+                scores_s - log_z_s, contrast.noise_size, self.eps, contrast.valid
+            ) + nce_loss(scores_t - log_z_t, contrast.noise_size, self.eps, contrast.valid)
         return self.loss_weight * loss

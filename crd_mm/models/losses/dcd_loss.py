@@ -1,4 +1,5 @@
 """DCD: in-batch contrastive distillation with a learnable scale and consistency term."""
+
 from typing import Tuple
 
 import torch
@@ -7,8 +8,7 @@ import torch.nn.functional as F
 from mmrazor.registry import MODELS
 
 
-def check_paired_batch(s_feats: torch.Tensor, t_feats: torch.Tensor,
-                       loss_name: str) -> None:
+def check_paired_batch(s_feats: torch.Tensor, t_feats: torch.Tensor, loss_name: str) -> None:
     """Raise a clear error unless both inputs are (B, D) with B >= 2.
 
     The in-batch contrastive losses use the other samples of the batch as
@@ -18,12 +18,14 @@ def check_paired_batch(s_feats: torch.Tensor, t_feats: torch.Tensor,
         raise ValueError(
             f'{loss_name} expects student and teacher inputs of the same '
             f'shape (B, D), got {tuple(s_feats.shape)} and '
-            f'{tuple(t_feats.shape)}.')
+            f'{tuple(t_feats.shape)}.'
+        )
     if s_feats.size(0) < 2:
         raise ValueError(
             f'{loss_name} contrasts each sample against the other samples '
             'of the batch, so it needs a batch of at least 2 (got 1); '
-            'raise the per-GPU batch size.')
+            'raise the per-GPU batch size.'
+        )
 
 
 @MODELS.register_module()
@@ -64,17 +66,18 @@ class DCDLoss(nn.Module):
             ImageNet script). Defaults to True.
     """
 
-    def __init__(self,
-                 loss_weight: float = 1.0,
-                 init_temperature: float = 1.0,
-                 init_bias: float = 0.0,
-                 max_logit_scale: float = 10.0,
-                 consistency_weight: float = 0.5,
-                 learnable_logit_scale: bool = True) -> None:
+    def __init__(
+        self,
+        loss_weight: float = 1.0,
+        init_temperature: float = 1.0,
+        init_bias: float = 0.0,
+        max_logit_scale: float = 10.0,
+        consistency_weight: float = 0.5,
+        learnable_logit_scale: bool = True,
+    ) -> None:
         super().__init__()
         if max_logit_scale <= 0:
-            raise ValueError(
-                f'max_logit_scale must be positive, got {max_logit_scale}.')
+            raise ValueError(f'max_logit_scale must be positive, got {max_logit_scale}.')
         self.loss_weight = loss_weight
         self.max_logit_scale = max_logit_scale
         self.consistency_weight = consistency_weight
@@ -87,14 +90,14 @@ class DCDLoss(nn.Module):
             self.register_buffer('tau', tau)
             self.register_buffer('bias', bias)
 
-    def logits(self, s_embeds: torch.Tensor,
-               t_embeds: torch.Tensor) -> torch.Tensor:
+    def logits(self, s_embeds: torch.Tensor, t_embeds: torch.Tensor) -> torch.Tensor:
         """The (B, B) logits: row i scores student i against every teacher."""
         scale = self.tau.exp().clamp(max=self.max_logit_scale)
         return s_embeds @ t_embeds.t() * scale + self.bias
 
-    def loss_terms(self, s_embeds: torch.Tensor,
-                   t_embeds: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(
+        self, s_embeds: torch.Tensor, t_embeds: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return the unweighted (contrastive, consistency) terms.
 
         Args:
@@ -107,12 +110,10 @@ class DCDLoss(nn.Module):
         contrastive = F.cross_entropy(logits, targets)
         log_p = F.log_softmax(logits, dim=1)
         log_q = F.log_softmax(logits, dim=0).t()
-        consistency = F.kl_div(
-            log_p, log_q, reduction='batchmean', log_target=True)
+        consistency = F.kl_div(log_p, log_q, reduction='batchmean', log_target=True)
         return contrastive, consistency
 
-    def forward(self, s_embeds: torch.Tensor,
-                t_embeds: torch.Tensor) -> torch.Tensor:
+    def forward(self, s_embeds: torch.Tensor, t_embeds: torch.Tensor) -> torch.Tensor:
         """Compute the weighted DCD loss.
 
         Args:
@@ -123,5 +124,4 @@ class DCDLoss(nn.Module):
             torch.Tensor: The scalar loss.
         """
         contrastive, consistency = self.loss_terms(s_embeds, t_embeds)
-        return self.loss_weight * (
-            contrastive + self.consistency_weight * consistency)
+        return self.loss_weight * (contrastive + self.consistency_weight * consistency)
