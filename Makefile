@@ -7,10 +7,14 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, os.cpu_count() or 1))")
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
-.PHONY: install test test-slow demo benchmark clean
+.PHONY: install lint test test-slow demo benchmark clean
 
 install:
 	@bash tools/install_env.sh
+
+# Style gate (configured in pyproject.toml): lint findings and unformatted files both fail.
+lint: install
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 # pytest exits 5 when it collects nothing: a suite that ran no test is a failure.
 test: install
