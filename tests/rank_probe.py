@@ -1,4 +1,6 @@
-"""Test-only modules for multi-process bank tests, loaded through ``custom_imports`` (tests/ on PYTHONPATH).
+"""Test-only modules for multi-process bank tests.
+
+Loaded through ``custom_imports`` (tests/ on PYTHONPATH).
 
 * ``FixedOrderSampler``: every rank iterates its own fixed list of dataset
   indices, so a test can put the same index on several ranks (and twice on

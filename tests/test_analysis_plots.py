@@ -1,4 +1,6 @@
-"""tools/analysis/{logit_correlation,embedding_tsne,plot_curves}.py on a tiny real training of the demo's networks.
+"""tools/analysis/{logit_correlation,embedding_tsne,plot_curves}.py on tiny real trainings.
+
+The networks are the demo's.
 
 One module-scoped fixture trains, in real mmengine Runners, the demo's
 student alone (2 epochs, then resumed for a 3rd: two runs in one work dir)
@@ -175,7 +177,8 @@ def test_correlation_differences_match_the_networks_logits(runs):
     out = heavy['correlation']
     assert_png(tmp / 'corr.png', (900, 400))
     result = json.loads((tmp / 'corr.json').read_text())
-    # the teacher of this figure: the student alone after 1 epoch; the students: it after 2, and KD's student
+    # the teacher of this figure: the student alone after 1 epoch; the students: it after 2,
+    # and KD's student
     logits_t, _, labels = expected['student_epoch_1']
     corr_t = np.corrcoef(logits_t.T)
     assert corr_t.shape == (10, 10) and result['num_images'] == len(labels) == NUM_TEST
@@ -310,7 +313,10 @@ def test_curves_read_the_latest_run_or_iterations(runs, cmd):
 
 @pytest.mark.slow
 def test_tsne_of_a_crossmodal_student_on_the_training_split(tmp_path, cmd):
-    """A CrossModalDistill checkpoint (with CRD's memory bank): the student's backbone features of its own 4x4 view."""
+    """A CrossModalDistill checkpoint (with CRD's memory bank).
+
+    The student's backbone features of its own 4x4 view.
+    """
     from mmpretrain.registry import DATASETS
 
     runner = train(

@@ -24,7 +24,7 @@ AUTHORS_EPS = 1e-7  # crcd/criterion.py's eps
 
 # ------------------------------------------------------------- the authors' CRCD
 def authors_relation_scores(v, memory, y, contrast_idx, temperature):
-    """exp(<normalize(w - a + 1e-6), normalize(v_i - a + 1e-6)> / T) for all B^2 pairs (i, a): (B^2, K + 1)."""
+    """exp(<normalize(w - a + 1e-6), normalize(v_i - a + 1e-6)> / T), B^2 pairs: (B^2, K + 1)."""
     batch, dim = v.shape
     anchors = memory[y]
     relation = F.normalize(
@@ -83,7 +83,7 @@ def l2_normalised_bank(seed=3):
 
 
 def batch_with_colliding_negatives():
-    """Batch indices and negatives, two negatives drawn at other batch samples' rows (w - a = 0 there)."""
+    """Batch indices and negatives; two negatives drawn at other batch samples' rows (w - a = 0)."""
     gen = torch.Generator().manual_seed(7)
     idx = torch.tensor([2, 9, 13, 17])
     negative = torch.randint(0, N, (B, K), generator=gen)
@@ -126,7 +126,7 @@ def test_crcd_include_self_pairs_is_the_authors_relation_loss():
 
 
 def test_crcd_authors_gradient_element_and_kd_product():
-    """Gradient relation with every authors' option: alpha * KD * CRCD(embed(d mean-CE / d feat))."""
+    """Gradient relation, every authors' option: alpha * KD * CRCD(embed(d mean-CE / d feat))."""
     gen = torch.Generator().manual_seed(1)
     s_feats = torch.randn(B, 5, dtype=torch.float64, generator=gen).requires_grad_()
     t_feats = torch.randn(B, 7, dtype=torch.float64, generator=gen)
@@ -157,7 +157,8 @@ def test_crcd_authors_gradient_element_and_kd_product():
     s_logits, t_logits = student_fc(s_feats), teacher_fc(t_feats)
     ours = loss(s_feats, t_feats, samples, s_logits, t_logits, teacher_fc.weight)
 
-    # helper/loops.py get_grad_loss: autograd of the mean cross-entropy w.r.t. each network's features
+    # helper/loops.py get_grad_loss: autograd of the mean cross-entropy w.r.t. each network's
+    # features
     t_leaf = t_feats.clone().requires_grad_()
     grad_s = torch.autograd.grad(F.cross_entropy(s_logits, labels), s_feats, create_graph=True)[0]
     grad_t = torch.autograd.grad(
@@ -227,7 +228,7 @@ def test_ckd_is_the_authors_loss():
 
 @pytest.mark.parametrize('learnable', [True, False])
 def test_dcd_logit_scale_trains_only_when_learnable(imagefolder, tmp_path, learnable):
-    """A real Runner, one epoch (2 iterations): tau and b move (b by weight decay) only when learnable."""
+    """A real Runner, one epoch (2 iterations): tau and b move (b by weight decay) iff learnable."""
     loss = dict(
         type='DCDLoss', init_temperature=1.0, init_bias=0.5, learnable_logit_scale=learnable
     )
@@ -266,7 +267,7 @@ def test_dcd_logit_scale_trains_only_when_learnable(imagefolder, tmp_path, learn
 
 @pytest.mark.slow
 def test_crcd_trains_with_every_authors_option(make_imagefolder, tmp_path):
-    """A real Runner epoch with both relations in the authors' form: finite, positive, banks written."""
+    """A real Runner epoch, both relations in the authors' form: finite, positive, banks written."""
     distiller = crcd_distiller()
     distiller['distill_losses']['loss_crcd'].update(include_self_pairs=True)
     distiller['distill_losses']['loss_crcd_grad'].update(

@@ -124,7 +124,7 @@ def test_gradient_relation_trains_the_student_through_double_backprop():
 
 
 def test_small_batches_and_missing_arguments():
-    """A later batch of one sample (an epoch's last) contributes zero loss and still updates the bank."""
+    """A later batch of one sample (an epoch's last) adds zero loss and still updates the bank."""
     loss = bank_loss(dtype=torch.float32)
     one = [BaseDataElement(sample_idx=torch.tensor(3))]
     with pytest.raises(ValueError, match='first batch needs at least 2 samples'):
@@ -198,7 +198,7 @@ def test_crcd_banks_are_identical_on_both_ranks(make_imagefolder, tmp_path, cmd,
 @pytest.mark.slow
 @pytest.mark.parametrize('batch, num_negatives', [(384, 500), (128, 4096), (64, 16384)])
 def test_documented_crcd_sizes_fit_in_8_gb(cmd, batch, num_negatives):
-    """One CRCD step (both branches, forward + backward) at the sizes docs/benchmarks.md lists as fitting."""
+    """One CRCD step (both branches, fwd + bwd) at sizes docs/benchmarks.md lists as fitting."""
     case = json.dumps(
         [
             f'CRCD K={num_negatives}',

@@ -62,7 +62,7 @@ def _momentum_update(row, embedding, momentum):
     return mixed / mixed.norm(dim=1, keepdim=True)
 
 
-def test_duplicates_across_and_within_ranks_use_the_first_occurrence_and_banks_agree_with_diff_rank_seed(
+def test_duplicates_across_and_within_ranks_use_first_occurrence_banks_agree_diff_rank_seed(
     make_imagefolder, tmp_path, cmd, free_port
 ):
     """One gathered batch holds index 3 twice on rank 0 and once on rank 1, and 5 on both ranks.

@@ -90,7 +90,7 @@ def write_tiny_coco(root, num_images=4, num_val=2, seed=0):
 
 
 def pretrained_urls(cfg):
-    """URLs of every ``Pretrained`` init in a config dict, resolved the way mmengine resolves them."""
+    """URLs of every ``Pretrained`` init in a config dict, resolved as mmengine resolves them."""
     if isinstance(cfg, (list, tuple)):
         return [url for item in cfg for url in pretrained_urls(item)]
     if not isinstance(cfg, dict):
@@ -127,7 +127,7 @@ def offline_torch_home(root, path):
 
 
 def train_options(data_root, work_dir):
-    """--cfg-options that shrink a COCO config to the tiny dataset: 2 iterations, then validation."""
+    """--cfg-options shrinking a COCO config to the tiny dataset: 2 iterations, then validation."""
     options = {
         'model.teacher_ckpt': None,
         'train_cfg.max_epochs': 1,

@@ -1,4 +1,4 @@
-"""tools/analysis/linear_probe.py: a linear head on a trained network's frozen backbone, on another dataset."""
+"""tools/analysis/linear_probe.py: a linear head on a trained network's frozen backbone."""
 
 import importlib.util
 import json
@@ -31,7 +31,8 @@ def assert_frozen_copy(probe_ckpt, trained_ckpt, prefix):
 
 
 def test_probe_of_a_briefly_trained_student_beats_chance_widely(cmd, tmp_path):
-    # all 1,433 training digits (the demo's students see 10 per class), for the network and the probe
+    # all 1,433 training digits (the demo's students see 10 per class), for the network and
+    # the probe
     all_digits = 'train_dataloader.dataset.samples_per_class=None'
     cmd.python(
         [

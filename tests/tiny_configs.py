@@ -217,7 +217,7 @@ def multi_teacher_config(
     hooks=None,
     extra_imports=(),
 ):
-    """A MultiTeacherDistill config: tiny teachers ``TINY_TEACHERS`` loaded from ``ckpts`` (name -> path)."""
+    """A MultiTeacherDistill config: ``TINY_TEACHERS`` loaded from ``ckpts`` (name -> path)."""
     cfg = distill_config(
         data_root,
         work_dir,

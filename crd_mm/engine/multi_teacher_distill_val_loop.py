@@ -32,7 +32,10 @@ class MultiTeacherDistillValLoop(ValLoop):
         self.distiller_model = model
 
     def run(self) -> dict:
-        """Validate the student (as ``ValLoop``), then each teacher; one ``after_val_epoch`` with all metrics."""
+        """Validate the student (as ``ValLoop``), then each teacher.
+
+        One ``after_val_epoch`` call carries all metrics.
+        """
         self.runner.call_hook('before_val')
         self.runner.call_hook('before_val_epoch')
         self.runner.model.eval()

@@ -183,7 +183,7 @@ def _check_custom(dataset: dict, loader: str) -> Optional[FileNotFoundError]:
 
 
 def _datasets(dataset) -> Iterable[dict]:
-    """The dataset dict and, through wrappers (RepeatDataset, ConcatDataset, ...), the ones it wraps."""
+    """The dataset dict and, through wrappers (RepeatDataset, ConcatDataset...), those it wraps."""
     if not isinstance(dataset, dict):
         return
     yield dataset

@@ -78,7 +78,7 @@ def load_config(path: str) -> Config:
 
 
 def num_classes_of(data: Config) -> int:
-    """The dataset config's ``data_preprocessor.num_classes``, else the training set's class count."""
+    """The dataset config's ``data_preprocessor.num_classes``, else the training set's classes."""
     if (data.get('data_preprocessor') or {}).get('num_classes'):
         return data.data_preprocessor.num_classes
     from mmpretrain.registry import DATASETS

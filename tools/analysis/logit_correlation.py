@@ -1,4 +1,6 @@
-"""Teacher-student correlation difference of the logits: the heatmap of the CRD paper (Tian et al. 2020).
+"""Teacher-student correlation difference of the logits: the CRD paper's heatmap.
+
+Tian et al., ICLR 2020.
 
 For each network, the class logits over a dataset split (N images, C
 classes) give a C x C matrix of Pearson correlations between the classes'
@@ -11,8 +13,9 @@ matrices to a JSON file beside the PNG.
 
 Usage::
 
-    python tools/analysis/logit_correlation.py TEACHER_CONFIG TEACHER_CKPT STUDENT_CONFIG STUDENT_CKPT \
-        [STUDENT_CONFIG STUDENT_CKPT ...] [--titles T ...] [--split test|train] [--vmax V] [--out PNG] \
+    python tools/analysis/logit_correlation.py TEACHER_CONFIG TEACHER_CKPT \
+        STUDENT_CONFIG STUDENT_CKPT [STUDENT_CONFIG STUDENT_CKPT ...] \
+        [--titles T ...] [--split test|train] [--vmax V] [--out PNG] \
         [--cfg-options KEY=VALUE ...] [--device cpu|cuda]
 
 Several students make panels side by side on one colour scale (as the
@@ -205,11 +208,13 @@ def main():
         f'{result["teacher_top1"]:.2f}'
     )
     print(
-        f'mean |corr_teacher - corr_student| over the {num_classes * (num_classes - 1)} off-diagonal class pairs:'
+        f'mean |corr_teacher - corr_student| over the {num_classes * (num_classes - 1)} '
+        'off-diagonal class pairs:'
     )
     for s in students:
         print(
-            f'  {s["title"]}: {s["mean_abs_diff"]:.6f} (max {s["max_abs_diff"]:.4f}; top-1 {s["top1"]:.2f})'
+            f'  {s["title"]}: {s["mean_abs_diff"]:.6f} '
+            f'(max {s["max_abs_diff"]:.4f}; top-1 {s["top1"]:.2f})'
         )
     print(f'wrote {out} and {json_path}', flush=True)
 

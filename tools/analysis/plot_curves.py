@@ -106,7 +106,7 @@ def read_lines(path: str) -> List[dict]:
 
 
 def curve(lines: List[dict], key: str, x_axis: str, source: str) -> Dict[float, float]:
-    """x -> value of ``key`` in a run's log lines (see the module docstring for the x of each line)."""
+    """x -> value of ``key`` in a run's log lines (the module docstring gives each line's x)."""
     train = [line for line in lines if 'iter' in line]
     epoch_based = any('epoch' in line for line in train)
     points: Dict[float, float] = OrderedDict()

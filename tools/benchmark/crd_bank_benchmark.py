@@ -1,4 +1,6 @@
-"""Benchmark crd_mm's CRD against mmrazor 1.0.0's and torchdistill 1.1.5's CRDLoss on identical inputs, in one run.
+"""Benchmark crd_mm's CRD against mmrazor 1.0.0's and torchdistill 1.1.5's CRDLoss.
+
+All on identical inputs, in one run.
 
 For each scale (CIFAR-100: N=50,000, B=64; ImageNet: N=1,281,167, B=256; K=16384,
 D=128) it measures, each case in a fresh subprocess so peaks do not mix:
@@ -70,7 +72,10 @@ def write_report(report, out=None):
 
 
 def time_steps(step, steps, device):
-    """Run ``step(0)`` as a warm-up, then time ``steps`` steps: (seconds per step, peak bytes above before)."""
+    """Run ``step(0)`` as a warm-up, then time ``steps`` steps.
+
+    Returns (seconds per step, peak bytes above the level before).
+    """
     import torch
 
     step(0)
@@ -215,7 +220,8 @@ def main():
         'one warm-up; step = forward + backward + bank update.',
         '',
         '| scale | implementation | bank build (s) | step (s) | step peak memory (MB) | '
-        'speed vs mmrazor | memory vs mmrazor | bytes sent per rank per step to keep banks in sync |',
+        'speed vs mmrazor | memory vs mmrazor | '
+        'bytes sent per rank per step to keep banks in sync |',
         '|---|---|---|---|---|---|---|---|',
     ]
     for row in rows:

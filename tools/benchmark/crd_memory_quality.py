@@ -1,4 +1,6 @@
-"""Top-1 on the demo's digits: CRD+KD with the full bank, with sharded banks (2 processes) and with a queue.
+"""Top-1 on the demo's digits: CRD+KD with the full bank, sharded banks and a queue.
+
+Sharded banks run in 2 processes.
 
 Each run is ``configs/demo/crd_kd.py`` through ``tools/train.py`` with
 ``--cfg-options`` only (the demo's teacher, trained first unless
@@ -35,7 +37,7 @@ MODES = {
 
 
 def train(config, work_dir, options, nproc=1):
-    """tools/train.py (under torch.distributed.run for nproc > 1); returns the new run's last validation."""
+    """tools/train.py (under torch.distributed.run for nproc > 1); the new run's last validation."""
     before = set(os.listdir(work_dir)) if osp.isdir(work_dir) else set()
     args = [config, '--work-dir', work_dir] + (['--cfg-options', *options] if options else [])
     if nproc > 1:

@@ -1,4 +1,6 @@
-"""CRD memories at ImageNet and Glint360K scale: replicated banks vs sharded banks vs a queue, W gloo processes.
+"""CRD memories at ImageNet and Glint360K scale, in W gloo processes.
+
+Replicated banks vs sharded banks vs a queue.
 
 For each dataset size N, world size W and memory (``replicated``:
 ``ContrastMemoryBank``; ``sharded``: ``ShardedMemoryBank``, as
@@ -43,7 +45,7 @@ PROCESS_OVERHEAD = (
 
 
 def bank_bytes(memory, num_samples, world, element_size):
-    """Bytes of both banks (or the queue) per rank, by the formula N x D x bytes x 2 (/ W if sharded)."""
+    """Bytes of both banks (or the queue) per rank: N x D x bytes x 2 (/ W if sharded)."""
     rows = {'replicated': num_samples, 'sharded': -(-num_samples // world), 'queue': QUEUE_SIZE}[
         memory
     ]
@@ -266,12 +268,14 @@ def main():
 
     negatives = 'per-sample' if args.per_sample else 'shared'
     lines = [
-        f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU, gloo, one '
-        f'thread per process; D={FEAT_DIM}, K={NUM_NEGATIVES} {negatives} uniform negatives (banks), '
-        f'Q={QUEUE_SIZE} (queue), B={args.batch} per rank; {args.steps} timed steps after one warm-up; '
+        f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU, '
+        f'gloo, one thread per process; D={FEAT_DIM}, K={NUM_NEGATIVES} {negatives} uniform '
+        f'negatives (banks), Q={QUEUE_SIZE} (queue), B={args.batch} per rank; '
+        f'{args.steps} timed steps after one warm-up; '
         'step = forward + backward + cross-rank update; W processes share the cores.',
         '',
-        '| N | memory | dtype | W | memory per rank (MB) | peak RSS per rank (MB) | peak RSS all ranks (GB) | '
+        '| N | memory | dtype | W | memory per rank (MB) | peak RSS per rank (MB) | '
+        'peak RSS all ranks (GB) | '
         'build (s) | step (s) | bytes sent per rank per step |',
         '|---|---|---|---|---|---|---|---|---|---|',
     ]
@@ -288,7 +292,8 @@ def main():
         lines.append(
             f'{head} {max(r["memory_bytes"] for r in ranks) / 2**20:,.0f} | '
             f'{max(r["peak_rss"] for r in ranks) / 2**20:,.0f} | '
-            f'{sum(r["peak_rss"] for r in ranks) / 2**30:.1f} | {max(r["build_s"] for r in ranks):.1f} | '
+            f'{sum(r["peak_rss"] for r in ranks) / 2**30:.1f} | '
+            f'{max(r["build_s"] for r in ranks):.1f} | '
             f'{ranks[0]["step_s"]:.3f} | {max(r["sent_bytes"] for r in ranks) / 1e6:.2f} MB |'
         )
     write_report('\n'.join(lines), args.out)

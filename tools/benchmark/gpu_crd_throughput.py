@@ -46,7 +46,7 @@ def classifier(depth):
 
 
 def batches(num_samples, labels, batch_size, count):
-    """``count`` batches of data samples with distinct dataset indices and their training-set labels."""
+    """``count`` batches of data samples with distinct dataset indices and training-set labels."""
     from mmpretrain.structures import DataSample
 
     gen = torch.Generator().manual_seed(1)

@@ -9,7 +9,8 @@ process's memory before the first step (sampled RSS on CPU,
 ``max_memory_allocated`` on CUDA).
 
     python tools/benchmark/loss_benchmark.py --out docs/benchmarks/losses_cpu.md
-    python tools/benchmark/loss_benchmark.py --mode crcd-capacity --out docs/benchmarks/crcd_capacity_cpu.md
+    python tools/benchmark/loss_benchmark.py --mode crcd-capacity \
+        --out docs/benchmarks/crcd_capacity_cpu.md
 """
 
 import argparse
@@ -150,7 +151,8 @@ def main():
         return
 
     header = (
-        f'Machine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}; N={NUM_SAMPLES}, '
+        f'Machine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}; '
+        f'N={NUM_SAMPLES}, '
         f'D={FEAT_DIM}; {args.steps} timed steps after one warm-up; step = forward + backward '
         '(+ bank update for bank losses).'
     )

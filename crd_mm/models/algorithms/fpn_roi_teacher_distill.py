@@ -74,7 +74,7 @@ class FpnRoITeacherDistill(FpnTeacherDistill):
     def loss(
         self, batch_inputs: torch.Tensor, data_samples: Optional[List[BaseDataElement]] = None
     ) -> LossResults:
-        """Teacher FPN, student forward, teacher RoI head on the student's RoIs, then distill losses."""
+        """Teacher FPN, student forward, teacher RoI head on the student's RoIs, then distill."""
         losses = dict()
         self.distiller.set_deliveries_override(False)
         with self.distiller.teacher_recorders:

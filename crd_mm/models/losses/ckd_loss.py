@@ -13,8 +13,9 @@ class CKDLoss(nn.Module):
     """Contrastive Knowledge Distillation loss on logits.
 
     Zhu et al., CKD: Contrastive Knowledge Distillation from a sample-wise
-    perspective (2024), which aligns logits sample by sample. Both (B, C) logit matrices are L2-normalised per
-    sample and ``S = t_hat @ s_hat^T`` is their (B, B) cosine matrix. Each
+    perspective (2024), which aligns logits sample by sample. Both (B, C) logit
+    matrices are L2-normalised per sample and ``S = t_hat @ s_hat^T`` is their
+    (B, B) cosine matrix. Each
     teacher sample must pick its own student logits among the batch's:
     the loss is the cross-entropy of ``S / temperature`` against the
     diagonal, the other samples' student logits being the negatives. It has
