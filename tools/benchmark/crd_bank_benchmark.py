@@ -99,9 +99,8 @@ def run_case(case, scale, steps, device, deps_dir=None):
     import torch
     import torch.nn.functional as F
     from mmengine.structures import BaseDataElement
-    from mmrazor.models.losses.crd_loss import CRDLoss as MMRazorCRDLoss
 
-    import crd_mm  # noqa: F401
+    import crd_mm  # noqa: F401  (first: its compat patches let mmrazor import on this torch)
     from crd_mm.memory import ContrastMemoryBank
     from crd_mm.models.losses import CRDLoss
 
@@ -111,6 +110,8 @@ def run_case(case, scale, steps, device, deps_dir=None):
     labels = torch.randint(0, cfg['classes'], (n,))
     start = time.perf_counter()
     if case == 'mmrazor':
+        from mmrazor.models.losses.crd_loss import CRDLoss as MMRazorCRDLoss
+
         loss = MMRazorCRDLoss(neg_num=NUM_NEGATIVES, sample_n=n, dim_out=FEAT_DIM).to(device)
         sent = 0  # its banks are per-rank buffers: nothing is synchronised
     elif case == 'torchdistill':
