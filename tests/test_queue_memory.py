@@ -29,7 +29,6 @@ QUEUE = 'distiller.distill_losses.loss_crd'
             'do not apply',
         ),
         (dict(memory='queue', queue_size=8, positive='relax'), 'do not apply'),
-        (dict(memory='queue', queue_size=8, num_negatives=4), 'do not apply'),
         (dict(queue_size=8), "memory='queue' only"),
         (dict(memory='ring'), 'memory must be one of'),
     ],
@@ -37,6 +36,12 @@ QUEUE = 'distiller.distill_losses.loss_crd'
 def test_options_that_do_not_combine_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CRDLoss(**kwargs)
+
+
+def test_a_num_negatives_given_to_a_queue_is_ignored():
+    """An inherited bank recipe's num_negatives does not stop a queue (it is logged as ignored)."""
+    loss = CRDLoss(memory='queue', queue_size=8, num_negatives=4)
+    assert loss.bank_requirements()['memory'] == 'queue'
 
 
 def test_a_queue_longer_than_the_dataset_is_refused():
@@ -78,7 +83,7 @@ def test_queue_starts_full_of_the_bank_initial_rows_and_is_a_fifo():
 
 
 def nce_reference(anchor, positive, negatives, valid, queue_size, z, eps):
-    """Paper Eq. 18 written out per sample, float64: P = exp(s) / Z, Pn = 1 / Q, K_i = valid negatives."""
+    """Paper Eq. 18 written out per sample, float64: P = exp(s) / Z, Pn = 1 / Q, K_i valid."""
     total = 0.0
     for i in range(anchor.shape[0]):
         k = int(valid[i].sum())
@@ -196,7 +201,7 @@ def queue_run(cmd, data, out, port, max_epochs, resume=None):
 
 
 def check_fifo_across_ranks(ranks, queue_size, name=QUEUE):
-    """Every rank holds the same queue; after each step it is the old one plus all ranks' rows, rank order."""
+    """Every rank holds the same queue: after a step, the old one plus all ranks' rows in order."""
     for rec0, rec1 in zip(*ranks):
         for when in ('before', 'after'):
             a, b = rec0[when][name], rec1[when][name]
@@ -223,7 +228,10 @@ def check_fifo_across_ranks(ranks, queue_size, name=QUEUE):
                         seen.add(i)
                         fifo.append((i, srow, trow))
         fifo = fifo[-queue_size:]
-        order = lambda x: torch.roll(x, -after['head'], 0)  # noqa: E731
+
+        def order(x, head=after['head']):
+            return torch.roll(x, -head, 0)
+
         assert order(after['sample_idx']).tolist() == [i for i, _, _ in fifo]
         assert torch.equal(order(after['student']), torch.stack([s for _, s, _ in fifo]))
         assert torch.equal(order(after['teacher']), torch.stack([t for _, _, t in fifo]))
@@ -231,7 +239,8 @@ def check_fifo_across_ranks(ranks, queue_size, name=QUEUE):
         assert labels == [i // 3 if i >= 0 else -1 for i, _, _ in fifo]  # 3 images per class folder
 
 
-@pytest.mark.slow  # the default suite checks the 2-process FIFO in test_sharded_bank.py (one run for both)
+# the default suite checks the 2-process FIFO in test_sharded_bank.py (one run for both)
+@pytest.mark.slow
 def test_two_processes_hold_one_fifo_of_all_ranks_embeddings(
     make_imagefolder, tmp_path, cmd, free_port
 ):
@@ -246,7 +255,7 @@ def test_two_processes_hold_one_fifo_of_all_ranks_embeddings(
 
 @pytest.mark.slow
 def test_queue_resume_is_exact(make_imagefolder, tmp_path, cmd, free_port):
-    """2 epochs in one run == 1 epoch + checkpoint + resume: the same queue and losses, bit for bit."""
+    """2 epochs in one run == 1 epoch + checkpoint + resume: the same queue and losses, exactly."""
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=3)
     straight = queue_run(cmd, data, tmp_path / 'straight', free_port, max_epochs=2)
     queue_run(cmd, data, tmp_path / 'first', free_port + 1, max_epochs=1)

@@ -46,7 +46,9 @@ def initial_rows(
     start: int = 0,
     stop: Optional[int] = None,
 ) -> torch.Tensor:
-    """Rows ``[start, stop)`` of CRD's initial N x D bank, uniform in [-s, s], s = 1 / sqrt(D / 3), on the CPU.
+    """Rows ``[start, stop)`` of CRD's initial N x D bank, on the CPU.
+
+    Uniform in [-s, s], s = 1 / sqrt(D / 3).
 
     The rows are always drawn on the CPU (and moved by the caller): CUDA's
     ``uniform_`` maps elements to random streams by launch grid, so the same
@@ -86,7 +88,9 @@ def first_batch_normalizers(
     population: int,
     valid: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """(Z_s, Z_t) = mean(exp(score)) x population over one batch's (``valid``) scores, averaged over ranks.
+    """(Z_s, Z_t) = mean(exp(score)) x population over one batch's (``valid``) scores.
+
+    Averaged over ranks.
 
     ``population`` is the size of the set the negatives are drawn from (N for
     a bank, Q for a queue), so that P = exp(s) / Z and Pn = 1 / population
@@ -109,7 +113,7 @@ def first_batch_normalizers(
 def gathered_updates(
     staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], feat_dim: int, device
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Every rank's staged (index, [student | teacher]) rows, under the memories' update rules. Collective.
+    """Every rank's staged (index, [student | teacher]) rows, under the update rules. Collective.
 
     Rows with non-finite embeddings are dropped with a warning. An index seen
     more than once (mmengine's sampler pads the last batch by repeating
@@ -164,7 +168,9 @@ class Contrast(NamedTuple):
     ``student``/``teacher``: rows (the banks themselves, rows fetched from
     shards, or a queue); ``positive`` (B,) and ``negative`` (B, K) or (K,)
     index into them; ``valid`` (B, K + 1) masks left-out negatives (None: all
-    valid); ``noise_size``: the size of the set negatives come from (Pn = 1 /
+    valid; column 0, the positive, is always True): a shared negative that is
+    the anchor's own row, or a queued entry of the anchor's sample or class;
+    ``noise_size``: the size of the set negatives come from (Pn = 1 /
     noise_size).
     """
 
@@ -226,7 +232,7 @@ class ContrastMemoryBank:
         return initial_rows(self.num_samples, self.feat_dim, stream, self.dtype).to(self.device)
 
     def fingerprint(self) -> torch.Tensor:
-        """A float64 checksum of both banks, Z and the written mask, to compare banks across ranks cheaply."""
+        """A float64 checksum of both banks, Z and the written mask (compares ranks cheaply)."""
         weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
         z = (
             torch.zeros(2, device=self.device, dtype=torch.float64)
@@ -270,7 +276,7 @@ class ContrastMemoryBank:
 
     # ----------------------------------------------------------------- sampling
     def reseed(self, iteration: int):
-        """Make the sampler a function of (seed, rank, iteration): a resume draws the same negatives."""
+        """Make the sampler a function of (seed, rank, iteration): a resume draws the same."""
         state = (self.seed * 1_000_003 + dist.get_rank()) * 1_000_000_007 + iteration
         self.sampler.manual_seed(state % (2**63 - 1))
 
@@ -285,7 +291,7 @@ class ContrastMemoryBank:
             )
 
     def check_labels(self, idx: torch.Tensor, labels: torch.Tensor):
-        """Raise if the batch's labels disagree with the training set's labels the bank was built from."""
+        """Raise if the batch's labels disagree with the bank's training-set labels."""
         expected = self.labels[idx]
         mismatch = expected != labels.to(expected.device)
         if bool(mismatch.any()):
@@ -293,8 +299,10 @@ class ContrastMemoryBank:
             raise ValueError(
                 f'sample {int(idx[i])} has label {int(labels[i])} in its data sample but '
                 f'{int(expected[i])} in the training set the memory bank was built from: the '
-                'sample indices do not point into the training dataset (a dataset wrapper or a '
-                "different dataset?); CRD needs the dataset's own indices"
+                'sample indices do not point into the training dataset (a different dataset, or '
+                'a dataset wrapper other than ConcatDataset, RepeatDataset and '
+                "ClassBalancedDataset, which the memory hook maps?); CRD needs the dataset's own "
+                'indices'
             )
 
     def _require_labels(self, what):
@@ -324,7 +332,10 @@ class ContrastMemoryBank:
         samples of other classes: one uniform offset into the class-sorted
         index array with class c's block skipped, so no per-class lists are
         built. 'uniform' draws among all samples but the sample itself. Draws
-        are with replacement (as in the authors' ImageNet code).
+        are with replacement (as in the authors' ImageNet code). Shared
+        negatives are drawn among all N samples, so a batch sample's own row
+        can be among them: :meth:`select` masks it out of that sample's
+        negatives.
         """
         gen, dev = self.sampler, self.device
         if shared:
@@ -346,16 +357,31 @@ class ContrastMemoryBank:
     def contrast_rows(
         self, *indices: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
-        """The student rows, teacher rows and ``indices`` into them: here the banks and the indices themselves.
+        """The student rows, teacher rows and ``indices`` into them: here the banks and ``indices``.
 
         The one way losses read rows, so that a ``ShardedMemoryBank`` can fetch them instead.
         """
         return self.student, self.teacher, indices
 
-    def select(self, positive: torch.Tensor, negative: torch.Tensor) -> Contrast:
-        """The rows of given positive and negative bank indices, for scoring."""
+    def select(
+        self,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        anchors: Optional[torch.Tensor] = None,
+    ) -> Contrast:
+        """The rows of given positive and negative bank indices, for scoring.
+
+        With shared negatives (K,) and the batch's own bank rows ``anchors``
+        (B,), a negative that is anchor i's own row is masked out of anchor
+        i's negatives (``valid``), as per-sample negatives never draw it; the
+        NCE term of anchor i then counts its own K_i valid negatives.
+        """
+        valid = None
+        if anchors is not None and negative.dim() == 1:
+            own = negative[None, :] == anchors[:, None]
+            valid = torch.cat([own.new_ones(anchors.numel(), 1), ~own], 1)
         student, teacher, (positive, negative) = self.contrast_rows(positive, negative)
-        return Contrast(student, teacher, positive, negative, None, self.num_samples)
+        return Contrast(student, teacher, positive, negative, valid, self.num_samples)
 
     def contrast(
         self,
@@ -375,6 +401,7 @@ class ContrastMemoryBank:
         return self.select(
             self.positives(idx, positive),
             self.negatives(idx, num_negatives, negative_sampling, shared),
+            anchors=idx,
         )
 
     # ---------------------------------------------------------- normalisation
@@ -442,13 +469,14 @@ class ContrastMemoryBank:
         )
 
     def load_state_dict(self, state: dict, name: str = 'memory bank'):
-        """Restore from :meth:`state_dict`; the training set must be the one the bank was built for."""
+        """Restore from :meth:`state_dict`; the training set must be the bank's own."""
         if state['num_samples'] != self.num_samples or state['feat_dim'] != self.feat_dim:
             raise ValueError(
-                f"the checkpoint's {name} holds {state['num_samples']} x {state['feat_dim']} rows but the "
-                f'current training set and loss need {self.num_samples} x {self.feat_dim}. Resume with '
-                'the training set the checkpoint was trained on, or start a new run with load_from= '
-                '(weights only) so that the banks are built afresh.'
+                f"the checkpoint's {name} holds {state['num_samples']} x {state['feat_dim']} "
+                'rows but the current training set and loss need '
+                f'{self.num_samples} x {self.feat_dim}. Resume with the training set the '
+                'checkpoint was trained on, or start a new run with load_from= (weights only) '
+                'so that the banks are built afresh.'
             )
         self.student = state['student'].to(self.device, self.dtype)
         self.teacher = state['teacher'].to(self.device, self.dtype)

@@ -11,6 +11,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .bank import ContrastMemoryBank, MemoryBankClient
+from .dataset_rows import dataset_rows
 from .queue import ContrastQueue
 from .sharded import ShardedMemoryBank
 
@@ -45,14 +46,14 @@ def check_ranks_agree(banks: Dict[str, 'ContrastMemoryBank'], when: str) -> None
     dist.all_reduce(high, op='max')
     if not torch.equal(low, high):
         raise RuntimeError(
-            f'CRDMemoryBankHook: the memory banks differ between ranks {when}. Every rank must build '
-            'them from the same training set, config and seed; check that all processes run the same '
-            'config and data, and resume all ranks from the same checkpoint.'
+            f'CRDMemoryBankHook: the memory banks differ between ranks {when}. Every rank must '
+            'build them from the same training set, config and seed; check that all processes '
+            'run the same config and data, and resume all ranks from the same checkpoint.'
         )
 
 
 def checkpoint_due(runner, event: str) -> bool:
-    """Whether a ``CheckpointHook`` of the runner saves after this train 'iter', train 'epoch' or 'val' epoch.
+    """Whether a ``CheckpointHook`` saves after this train 'iter', train 'epoch' or 'val' epoch.
 
     Mirrors CheckpointHook's own schedule, so that sharded banks (whose
     gathering needs every rank) are gathered just before a rank-0-only save.
@@ -83,16 +84,43 @@ def checkpoint_due(runner, event: str) -> bool:
     return False
 
 
+def restart_started_workers(runner) -> None:
+    """Restart train-dataloader workers that started before the dataset's indices were shifted.
+
+    ``IterBasedTrainLoop`` starts its iterator (and so its worker processes,
+    each with a copy of the dataset) when it is built, before any hook runs;
+    workers started then would not shift a concatenated dataset's sample
+    indices. An epoch-based loop starts its workers after ``before_train``.
+    """
+    loader = runner.train_dataloader
+    if not getattr(loader, 'num_workers', 0):
+        return
+    infinite = getattr(runner.train_loop, 'dataloader_iterator', None)
+    started = [getattr(infinite, '_iterator', None), getattr(loader, '_iterator', None)]
+    started = {id(it): it for it in started if hasattr(it, '_shutdown_workers')}
+    if not started:
+        return
+    for iterator in started.values():
+        iterator._shutdown_workers()
+    if hasattr(loader, '_iterator'):
+        loader._iterator = None  # persistent workers: make the next iter() start new ones
+    if infinite is not None:
+        infinite._iterator = iter(loader)
+
+
 @HOOKS.register_module()
 class CRDMemoryBankHook(Hook):
     """Builds, synchronises, logs and checkpoints the memory banks of CRD-style losses.
 
     Like mmengine's ``EMAHook``, it owns training state that is not part of the
     model: before training it sizes one bank per bank-using loss (``CRDLoss``,
-    ``CRCDLoss``) from the training dataset's length and labels on the model's
-    device; after every iteration it gathers all ranks' staged embeddings and
-    applies the same update on every rank; it writes banks and normalisation
-    constants into checkpoints and restores them on resume. ``dict(type=
+    ``CRCDLoss``) from the training dataset's distinct samples and labels on
+    the model's device (one row per sample, also through ``ConcatDataset``,
+    ``RepeatDataset`` and ``ClassBalancedDataset``: see
+    :mod:`crd_mm.memory.dataset_rows`); after every iteration it gathers all
+    ranks' staged embeddings and applies the same update on every rank; it
+    writes banks and normalisation constants into checkpoints and restores
+    them on resume. ``dict(type=
     'CRDMemoryBankHook')`` needs no arguments.
 
     Args:
@@ -133,15 +161,8 @@ class CRDMemoryBankHook(Hook):
 
     @staticmethod
     def _dataset_labels(dataset) -> Optional[np.ndarray]:
-        if not hasattr(dataset, 'get_gt_labels'):
-            return None
-        labels = dataset.get_gt_labels()
-        if labels.ndim != 1:
-            raise ValueError(
-                'class-aware CRD sampling needs one class label per sample; the '
-                f'training set gives labels of shape {labels.shape}'
-            )
-        return labels
+        """The training set's labels in memory-row order (through dataset wrappers), or None."""
+        return dataset_rows(dataset).labels()
 
     def before_train(self, runner) -> None:
         """Build a bank for each bank-using loss, then restore a resumed checkpoint's banks."""
@@ -155,9 +176,12 @@ class CRDMemoryBankHook(Hook):
             )
             return
         dataset = runner.train_dataloader.dataset
-        num_samples = len(dataset)
+        rows = dataset_rows(dataset)  # one row per distinct sample, through dataset wrappers
+        if rows.install():  # a concatenated dataset's indices are shifted from now on
+            restart_started_workers(runner)
+        num_samples = rows.num_rows
         needs_labels = any(c.bank_requirements()['needs_labels'] for c in clients.values())
-        labels = self._dataset_labels(dataset) if needs_labels else None
+        labels = rows.labels() if needs_labels else None
         device = next(runner.model.parameters()).device
         seed = shared_seed(runner, self.seed, device)
         for ordinal, (name, client) in enumerate(sorted(clients.items())):
@@ -215,7 +239,7 @@ class CRDMemoryBankHook(Hook):
         )
 
     def _gather_for_checkpoint(self, runner, event: str) -> None:
-        """Before a scheduled save (rank 0 only), gather sharded banks whole on rank 0. Collective."""
+        """Before a scheduled (rank-0-only) save, gather sharded banks on rank 0. Collective."""
         if checkpoint_due(runner, event):
             self._gathered = {
                 name: bank.state_dict()
@@ -255,9 +279,9 @@ class CRDMemoryBankHook(Hook):
             self._gathered = {}
             if any(state is None for state in states.values()):
                 print_log(
-                    "CRDMemoryBankHook: this checkpoint is saved outside CheckpointHook's schedule, so "
-                    'the sharded memory banks were not gathered; it holds no memory banks and a resume '
-                    'from it starts them fresh',
+                    'CRDMemoryBankHook: this checkpoint is saved outside '
+                    "CheckpointHook's schedule, so the sharded memory banks were not gathered; it "
+                    'holds no memory banks and a resume from it starts them fresh',
                     logger='current',
                     level=30,
                 )

@@ -1,4 +1,4 @@
-"""ContrastQueue: CRD's negatives from a FIFO of the Q most recent embeddings instead of N x D banks.
+"""ContrastQueue: CRD's negatives from a FIFO of the Q most recent embeddings, not N x D banks.
 
 The CRD author's answer for datasets whose banks do not fit (HobbitLong/RepDistiller#40),
 in the spirit of MoCo's queue: memory is O(Q x D), independent of the dataset size N.
@@ -19,7 +19,9 @@ from .bank import (
 
 
 class ContrastQueue:
-    """The Q most recent student and teacher embeddings of all ranks, in a ring buffer identical on every rank.
+    """The Q most recent student and teacher embeddings of all ranks, in a ring buffer.
+
+    The buffer is identical on every rank.
 
     For a student anchor the positive is the sample's own teacher embedding and
     the negatives are the Q queued teacher embeddings (symmetrically for teacher
@@ -34,11 +36,16 @@ class ContrastQueue:
     from the first batch (averaged over ranks) and kept: the bank's rule with
     N replaced by the size of the set the negatives come from.
 
+    Memory: Q x D x bytes x 2 for the entries plus 16 Q bytes (their sample
+    indices and labels), and with ``labels`` the N training labels (8 bytes per
+    sample, on every rank), to label the entries it enqueues.
+
     Args:
         num_samples (int): N, the training-set size (to check sample indices).
         queue_size (int): Q, 1 <= Q <= N.
         feat_dim (int): D.
-        labels (Tensor, optional): (N,) class of every sample, for class-aware masking.
+        labels (Tensor, optional): (N,) class of every sample, for class-aware
+            masking. Defaults to None.
         device, dtype: where and how the entries are stored.
         seed (int): seeds the initial entries.
     """
@@ -95,7 +102,7 @@ class ContrastQueue:
         negative_sampling: str,
         shared: bool,
     ) -> Contrast:
-        """Rows: the batch's own (detached) embeddings, then the queue; every anchor's valid negatives.
+        """Rows: the batch's own (detached) embeddings, then the queue; valid negatives.
 
         The bank's call; ``positive``, ``num_negatives`` and ``shared`` do not
         apply to a queue (``CRDLoss`` refuses other values). Column 0 of
@@ -125,7 +132,7 @@ class ContrastQueue:
         scores_teacher: torch.Tensor,
         valid: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """(log Z_s, log Z_t), Z = Q x mean(exp(score)) over the first batch's valid scores (see class doc)."""
+        """(log Z_s, log Z_t), Z = Q x mean(exp(score)) over the first batch's valid scores."""
         if self.normalizers is None:
             self.normalizers = first_batch_normalizers(
                 scores_student, scores_teacher, self.queue_size, valid
@@ -160,7 +167,7 @@ class ContrastQueue:
         return dict(queue_fill=float((self.sample_idx >= 0).float().mean()))
 
     def fingerprint(self) -> torch.Tensor:
-        """A float64 checksum of the entries, their order and Z, to compare queues across ranks cheaply."""
+        """A float64 checksum of the entries, their order and Z (compares ranks cheaply)."""
         weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
         z = (
             torch.zeros(2, device=self.device, dtype=torch.float64)
@@ -198,13 +205,14 @@ class ContrastQueue:
         )
 
     def load_state_dict(self, state: dict, name: str = 'queue'):
-        """Restore exactly (entries, order, Z); the queue size, width and training set must match."""
+        """Restore exactly (entries, order, Z); queue size, width and training set must match."""
         saved = (state.get('queue_size'), state['feat_dim'], state['num_samples'])
         if saved != (self.queue_size, self.feat_dim, self.num_samples):
             raise ValueError(
-                f"the checkpoint's {name} (queue_size, feat_dim, dataset size) is {saved} but this run needs "
-                f'{(self.queue_size, self.feat_dim, self.num_samples)}: resume with the same config and '
-                'training set, or start a new run with load_from= (weights only)'
+                f"the checkpoint's {name} (queue_size, feat_dim, dataset size) is {saved} but "
+                f'this run needs {(self.queue_size, self.feat_dim, self.num_samples)}: resume '
+                'with the same config and training set, or start a new run with load_from= '
+                '(weights only)'
             )
         self.student = state['student'].to(self.device, self.dtype)
         self.teacher = state['teacher'].to(self.device, self.dtype)

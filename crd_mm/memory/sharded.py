@@ -31,11 +31,13 @@ def shard_bounds(num_samples: int, world_size: int) -> torch.Tensor:
 
 
 class ShardedMemoryBank(ContrastMemoryBank):
-    """A :class:`ContrastMemoryBank` whose rows are partitioned across the ranks of the default group.
+    """A :class:`ContrastMemoryBank` whose rows are split across the ranks of the default group.
 
     Same constructor and interface as the replicated bank; the union of the
     shards equals, row for row, the replicated bank of the same seed and run.
-    ``student``/``teacher``/``written`` hold this rank's shard only.
+    ``student``/``teacher``/``written`` hold this rank's shard only; the labels
+    and their class-sorted order (class-aware sampling, 16 bytes per sample)
+    stay whole on every rank, as the sampler draws over the whole dataset.
 
     Communication per step (U: distinct rows this rank's batch addresses,
     B + K for shared negatives, up to B (K + 1) per sample; b: bytes per element):
@@ -70,7 +72,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
         self.written = torch.zeros(self.stop - self.start, dtype=torch.bool, device=self.device)
 
     def _uniform_rows(self, stream: int) -> torch.Tensor:
-        """This rank's slice of the replicated bank's initial rows (only the chunks it overlaps are drawn)."""
+        """This rank's slice of the replicated bank's initial rows (only its chunks drawn)."""
         return initial_rows(
             self.num_samples, self.feat_dim, stream, self.dtype, self.start, self.stop
         ).to(self.device)
@@ -94,7 +96,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
         return student, teacher, tuple(p.view(i.shape) for p, i in zip(parts, indices))
 
     def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Student and teacher rows ``idx`` (whole-bank indices) of the union of the shards. Collective."""
+        """Student and teacher rows ``idx`` (whole-bank indices) from their owners. Collective."""
         requests = all_gather_varying(idx)
         wanted = torch.cat(requests)
         owners = self.owner(wanted)
@@ -106,7 +108,8 @@ class ShardedMemoryBank(ContrastMemoryBank):
         padded = payload.new_zeros((int(counts.max()), payload.shape[1]))
         padded[: payload.shape[0]] = payload
         replies = dist.all_gather(padded)
-        # my requests are one segment of ``wanted``; owner o's reply lists its rows in ``wanted`` order
+        # my requests are one segment of ``wanted``; owner o's reply lists its rows in
+        # ``wanted`` order
         offset = sum(r.numel() for r in requests[: self.rank])
         mine = owners[offset : offset + idx.numel()]
         rows = payload.new_empty((idx.numel(), payload.shape[1]))
@@ -118,7 +121,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
 
     # ---------------------------------------------------------------- updates
     def apply_staged(self):
-        """Gather every rank's staged rows; each owner updates its own rows (rules of the replicated bank)."""
+        """Gather all ranks' staged rows; each owner updates its own rows (the bank's rules)."""
         idx, rows = gathered_updates(self._staged, self.feat_dim, self.device)
         self._staged = []
         if idx.numel() == 0:
@@ -143,7 +146,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
         )
 
     def fingerprint(self) -> torch.Tensor:
-        """The replicated bank's checksum of the union of the shards (one all-reduce), identical on every rank."""
+        """The replicated bank's checksum of the shards' union (one all-reduce, on every rank)."""
         weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
         sums = torch.stack(
             [
@@ -202,7 +205,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
         return out
 
     def load_state_dict(self, state: dict, name: str = 'memory bank'):
-        """Keep this rank's rows of whole banks (from a sharded or a replicated run of any world size)."""
+        """Keep this rank's rows of whole banks (of a sharded or replicated run, any world size)."""
         # a copy, so that the whole loaded banks can be freed
         shard = dict(
             state,

@@ -1,10 +1,12 @@
 """CRD: Contrastive Representation Distillation (Tian, Krishnan, Isola; ICLR 2020)."""
 
+import logging
 import math
 from typing import Optional, Sequence
 
 import mmrazor.models  # noqa: F401  (register mmrazor's CRDLoss first, so that ours replaces it)
 import torch
+from mmengine.logging import print_log
 from mmrazor.registry import MODELS
 from torch import nn
 
@@ -69,7 +71,7 @@ def checked_batch_indices(
     t_embeds: torch.Tensor,
     feat_dim: int,
 ) -> torch.Tensor:
-    """The batch's dataset indices, after every check that must pass before the bank is read or staged.
+    """The batch's dataset indices, after every check due before the bank is read or staged.
 
     Embedding shapes, indices inside the bank and, where both exist, the data
     samples' labels against the training set's the bank was built from.
@@ -251,12 +253,16 @@ class CRDLoss(nn.Module, MemoryBankClient):
         positive (str): 'exact' (the sample itself) or 'relax' (a random
             sample of the same class).
         share_negatives (bool): one set of K negatives for the whole batch,
-            drawn uniformly (needs ``negative_sampling='uniform'``).
+            drawn uniformly (needs ``negative_sampling='uniform'``); a batch
+            sample's own row among them is left out of that sample's
+            negatives (its NCE term counts its own K_i).
         eps (float): numerical guard of the NCE terms.
         memory (str): 'bank' (N x D banks, the paper) or 'queue': negatives
             are the ``queue_size`` most recent embeddings of all ranks
             (:class:`~crd_mm.memory.ContrastQueue`; memory independent of N;
-            num_negatives, share_negatives and positive='relax' do not apply).
+            share_negatives and positive='relax' do not apply, and a
+            num_negatives, e.g. inherited from a bank recipe, is ignored with
+            a warning).
         queue_size (int): Q, the queue's length (``memory='queue'`` only).
     """
 
@@ -275,6 +281,16 @@ class CRDLoss(nn.Module, MemoryBankClient):
         queue_size: Optional[int] = None,
     ):
         super().__init__()
+        if memory == 'queue' and num_negatives is not None:
+            # e.g. inherited from configs/_base_/distillers/crd.py: switching a bank recipe to
+            # a queue takes memory='queue' and queue_size alone
+            print_log(
+                f"CRDLoss: num_negatives={num_negatives} does not apply to memory='queue' (every "
+                'one of the queue_size queued embeddings is a negative) and is ignored',
+                logger='current',
+                level=logging.WARNING,
+            )
+            num_negatives = None
         check_memory_settings(memory, queue_size, num_negatives, positive, share_negatives)
         num_negatives = DEFAULT_NUM_NEGATIVES if num_negatives is None else num_negatives
         check_bank_loss_settings('CRDLoss', negative_sampling, num_negatives, temperature, momentum)
@@ -342,7 +358,7 @@ class CRDLoss(nn.Module, MemoryBankClient):
     def scored_loss(
         self, s_feats: torch.Tensor, t_feats: torch.Tensor, contrast: Contrast
     ) -> torch.Tensor:
-        """The weighted CRD loss of the rows a memory selected (student anchors against teacher rows)."""
+        """The weighted CRD loss of the rows a memory selected (student anchors vs teacher rows)."""
         memory = self.require_memory_bank()
         device_type = s_feats.device.type
         with torch.autocast(device_type=device_type, enabled=False):
