@@ -2,7 +2,6 @@
 
 from typing import Dict, Optional
 
-import numpy as np
 import torch
 from mmengine import dist
 from mmengine.hooks import CheckpointHook, Hook
@@ -158,11 +157,6 @@ class CRDMemoryBankHook(Hook):
     def _clients(runner) -> Dict[str, MemoryBankClient]:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         return {name: m for name, m in model.named_modules() if isinstance(m, MemoryBankClient)}
-
-    @staticmethod
-    def _dataset_labels(dataset) -> Optional[np.ndarray]:
-        """The training set's labels in memory-row order (through dataset wrappers), or None."""
-        return dataset_rows(dataset).labels()
 
     def before_train(self, runner) -> None:
         """Build a bank for each bank-using loss, then restore a resumed checkpoint's banks."""
