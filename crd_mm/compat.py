@@ -292,3 +292,139 @@ patch_checkpoint_allow_list()
 patch_atomic_checkpoint_save()
 patch_keep_previous_checkpoint_until_saved()
 patch_crd_mm_config_scope()
+
+
+# ------------------------------------------------- teacher checkpoints (helper H2)
+def patch_strict_teacher_checkpoint():
+    """mmrazor's ``SingleTeacherDistill`` loads ``teacher_ckpt`` with ``strict=False``.
+
+    A checkpoint of another network then only logs a warning (on rank 0) and
+    leaves the layers that do not fit randomly initialised. Its ``__init__``,
+    which ``FpnTeacherDistill`` and crd_mm's ``CrossModalDistill`` and
+    ``FpnRoITeacherDistill`` inherit, is wrapped: mmrazor builds the algorithm
+    without the checkpoint, then
+    :func:`crd_mm.utils.teacher_check.load_teacher_checkpoint` loads it into
+    the same teacher, raising on every rank for any missing, unexpected or
+    wrong-shaped key. The added argument ``teacher_ckpt_strict=False`` loads
+    only the tensors that fit and lists the others in a warning.
+    """
+    import inspect
+
+    from mmrazor.models.algorithms import SingleTeacherDistill
+
+    original = SingleTeacherDistill.__init__
+    if getattr(original, 'crd_mm_strict_teacher', False):
+        return
+    arguments = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self, *args, teacher_ckpt_strict=True, **kwargs):
+        bound = arguments.bind(self, *args, **kwargs)
+        ckpt = bound.arguments.get('teacher_ckpt')
+        bound.arguments['teacher_ckpt'] = None
+        original(*bound.args, **bound.kwargs)
+        if ckpt:
+            from crd_mm.utils.teacher_check import load_teacher_checkpoint
+
+            load_teacher_checkpoint(
+                self.teacher,
+                ckpt,
+                teacher_cfg=bound.arguments['teacher'],
+                strict=teacher_ckpt_strict,
+            )
+            self.teacher._is_init = True  # the runner's init_weights() must not overwrite it
+
+    __init__.crd_mm_strict_teacher = True
+    SingleTeacherDistill.__init__ = __init__
+    APPLIED_PATCHES.append('mmrazor.models.algorithms.SingleTeacherDistill.__init__')
+
+
+def mmcls_config_message(cfg_path, filename=None):
+    """Why ``mmcls::<path>`` cannot be read here, and what to write instead."""
+    from mmengine.config import Config
+
+    relative = cfg_path.partition('::')[2]
+    lines = [
+        f"{cfg_path!r}: mmcls is not installed. mmrazor 1.0.0's configs were written for mmcls "
+        '1.x, which became mmpretrain and is not on PyPI (pip would install the incompatible '
+        'mmcls 0.x). Do not install mmcls.'
+    ]
+    try:
+        Config._get_cfg_path(f'mmpretrain::{relative}', None)
+    except Exception:  # no twin: only the general advice
+        lines.append(
+            "  mmpretrain (installed) holds mmcls 1.x's configs: write mmpretrain:: for mmcls:: "
+            "and _scope_='mmpretrain' for _scope_='mmcls'."
+        )
+    else:
+        lines.append(
+            f"  mmpretrain (installed) has the same config: write 'mmpretrain::{relative}', and "
+            "_scope_='mmpretrain' for _scope_='mmcls'."
+        )
+    parsed = osp.normpath(filename or '').split(os.sep)
+    if 'crd' in parsed and 'distill' in parsed:
+        lines.append(
+            f"  {osp.basename(filename)} is mmrazor's own CRD config: with crd_mm imported, "
+            "CRDLoss and CRDConnector are crd_mm's (same names), and mmrazor's CRD data parts "
+            '(PackCRDClsInputs, CRDDataset) exist only for mmcls. Keep the plain dataset '
+            "(mmpretrain's PackInputs keeps 'sample_idx'), add custom_hooks = "
+            "[dict(type='CRDMemoryBankHook')], write CRDLoss's arguments with crd_mm's names "
+            '(neg_num -> num_negatives, dim_out -> feat_dim, no sample_n), or start from '
+            f'{CONFIG_SCOPE}::crd/cifar100/crd_resnet56_resnet20_cifar100.py (docs/teachers.md).'
+        )
+    return '\n'.join(lines)
+
+
+def patch_mmcls_config_hint():
+    """``mmcls::`` configs fail with an error that says to write ``mmpretrain::``.
+
+    mmrazor 1.0.0's classification configs name ``mmcls::`` bases and models.
+    mmengine answers the bases with "mmcls is not installed, please install
+    mmcls manually", and ``mmengine.hub.get_config``/``get_model`` (used by
+    ``cfg_path=`` models) runs ``pip install mmcls``, which installs the
+    incompatible mmcls 0.x. Both now raise :func:`mmcls_config_message`'s
+    advice instead, while mmcls is not importable.
+    """
+    import importlib.util
+
+    import mmengine.hub
+    import mmengine.hub.hub
+    from mmengine.config import Config
+
+    def mmcls_missing(cfg_path):
+        return (
+            isinstance(cfg_path, str)
+            and cfg_path.partition('::')[0] == 'mmcls'
+            and '::' in cfg_path
+            and importlib.util.find_spec('mmcls') is None
+        )
+
+    original_path = Config._get_cfg_path
+    if not getattr(original_path, 'crd_mm_mmcls_hint', False):
+
+        @functools.wraps(original_path)
+        def _get_cfg_path(cfg_path, filename):
+            if mmcls_missing(cfg_path):
+                raise ModuleNotFoundError(mmcls_config_message(cfg_path, filename))
+            return original_path(cfg_path, filename)
+
+        _get_cfg_path.crd_mm_mmcls_hint = True
+        Config._get_cfg_path = staticmethod(_get_cfg_path)
+
+    original_get_config = mmengine.hub.hub.get_config
+    if not getattr(original_get_config, 'crd_mm_mmcls_hint', False):
+
+        @functools.wraps(original_get_config)
+        def get_config(cfg_path, *args, **kwargs):
+            if mmcls_missing(cfg_path):
+                raise ModuleNotFoundError(mmcls_config_message(cfg_path))
+            return original_get_config(cfg_path, *args, **kwargs)
+
+        get_config.crd_mm_mmcls_hint = True
+        mmengine.hub.hub.get_config = get_config  # what get_model calls
+        mmengine.hub.get_config = get_config
+    APPLIED_PATCHES.append('mmengine mmcls:: configs (hint)')
+
+
+patch_strict_teacher_checkpoint()
+patch_mmcls_config_hint()

@@ -1,4 +1,4 @@
-"""A recipe run before its teacher exists stops before anything is built, naming the teacher's config.
+"""A recipe run before its teacher exists stops before anything is built, naming its config.
 
 The expected commands are derived here from the repository's layout (the
 teacher config's path and ``tools/train.py``'s default work dir,
@@ -87,7 +87,7 @@ def test_teacher_cfg_path_and_work_dir_from_another_directory(monkeypatch, tmp_p
 
 
 def test_single_teacher_found_by_path_below_work_dirs(monkeypatch, tmp_path):
-    """work_dirs/demo/teacher/epoch_N.pth -> configs/demo/teacher.py (folder path, not only its name)."""
+    """work_dirs/demo/teacher/epoch_N.pth -> configs/demo/teacher.py (matched by folder path)."""
     monkeypatch.chdir(tmp_path)
     cfg = recipe('configs/demo/kd.py')
     assert osp.dirname(cfg.model.teacher_ckpt) == 'work_dirs/demo/teacher'
@@ -176,7 +176,7 @@ def test_train_multi_teacher_and_test_tool_stop_with_the_message(cmd, tmp_path):
 
 @pytest.mark.slow
 def test_every_recipes_local_teacher_has_a_config(monkeypatch, tmp_path):
-    """Each local teacher checkpoint of the shipped recipes is traced to an existing teacher config."""
+    """Each local teacher checkpoint of the shipped recipes is traced to an existing config."""
     monkeypatch.chdir(tmp_path)
     recipes = [
         p

@@ -1,4 +1,4 @@
-"""Ensemble distillation (MultiTeacherDistill + MultiTeacherDistiller) in real Runners and processes.
+"""Ensemble distillation (MultiTeacherDistill, MultiTeacherDistiller) in real Runners and processes.
 
 Two tiny teachers of different widths (``tiny_configs.TINY_TEACHERS``) are
 loaded from real checkpoints written here (perturbed weights, so a teacher
@@ -34,7 +34,7 @@ BANKS = ['distiller.distill_losses.loss_crd_t1', 'distiller.distill_losses.loss_
 
 
 def write_checkpoint(path, model_cfg, seed):
-    """A real checkpoint of ``model_cfg`` whose weights and BN statistics differ from any fresh init."""
+    """A real checkpoint of ``model_cfg``; weights and BN statistics differ from a fresh init."""
     torch.manual_seed(seed)
     state = MODELS.build(model_cfg).state_dict()
     state = {
@@ -103,7 +103,7 @@ def test_two_teachers_train_frozen_with_a_bank_pair_each(make_imagefolder, tmp_p
 
 
 def test_resume_restores_both_teachers_banks_exactly(make_imagefolder, tmp_path, teacher_ckpts):
-    """2 epochs in one run == 1 epoch + checkpoint + resume + 1 epoch, for both banks and all weights."""
+    """2 epochs in one run == 1 epoch + checkpoint + resume + 1 epoch: both banks, all weights."""
     data = make_imagefolder(tmp_path / 'data', num_classes=3, per_class=4)
     Runner.from_cfg(
         multi_teacher_config(data, tmp_path / 'straight', paths(teacher_ckpts), max_epochs=2)
@@ -229,7 +229,7 @@ def test_the_validation_loop_refuses_a_single_teacher_model(make_imagefolder, tm
 
 # ------------------------------------------------------------ the losses inside
 def build_model(distiller, ckpts=None):
-    """The tiny MultiTeacherDistill, as the Runner builds it, with a real bank for each bank-using loss."""
+    """The tiny MultiTeacherDistill as the Runner builds it, a real bank per bank-using loss."""
     init_default_scope('mmrazor')
     cfg = multi_teacher_config('unused', 'unused', ckpts or {}, distiller=distiller)
     model = MODELS.build(cfg.model)
@@ -290,7 +290,7 @@ def test_kd_reads_the_mean_of_the_teachers_logits(tmp_path, teacher_ckpts):
 
 
 def on_teacher(distiller, teacher):
-    """A single-teacher ConfigurableDistiller config turned into a MultiTeacherDistiller reading ``teacher``."""
+    """A single-teacher ConfigurableDistiller config as a MultiTeacherDistiller of ``teacher``."""
     mappings = {
         loss: {
             arg: dict(info, teacher=teacher) if not info['from_student'] else info
@@ -363,7 +363,7 @@ def test_every_existing_loss_works_unchanged_inside(method):
 
 # ---------------------------------------------------------------- bad configs
 def build_error(cfg, error, runner=False):
-    """The message of the error building ``cfg``'s model raises (in a Runner: before any training)."""
+    """The message of the error building ``cfg``'s model raises (in a Runner: before training)."""
     with pytest.raises(error) as info:
         if runner:
             Runner.from_cfg(cfg)
@@ -463,6 +463,56 @@ def test_a_teacher_needs_exactly_one_config_source(tmp_path):
         MODELS.build(cfg.model)
 
 
+def runner_log(runner):
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        return f.read()
+
+
+def test_a_teacher_without_ckpt_is_refused_and_ckpt_none_is_a_warned_random_teacher(
+    make_imagefolder, tmp_path, teacher_ckpts
+):
+    data = make_imagefolder(tmp_path / 'data')
+    cfg = multi_teacher_config(data, tmp_path / 'w1', paths(teacher_ckpts))
+    del cfg.model.teachers.t2.ckpt  # forgotten, not chosen
+    message = build_error(cfg, ValueError, runner=True)
+    assert "teacher 't2' has no ckpt" in message
+    assert 'model.teachers.t2.ckpt=/path/to/teacher.pth' in message and 'ckpt=None' in message
+
+    cfg = multi_teacher_config(data, tmp_path / 'w2', dict(t1=paths(teacher_ckpts)['t1']))
+    assert cfg.model.teachers.t2.ckpt is None  # written explicitly
+    runner = Runner.from_cfg(cfg)
+    assert "teacher 't2': ckpt=None, so it keeps its random initial weights" in runner_log(runner)
+    assert "teacher 't1'" not in runner_log(runner)
+
+
+def test_ckpt_strict_false_loads_the_tensors_that_fit_with_a_warning(
+    make_imagefolder, tmp_path, teacher_ckpts
+):
+    data = make_imagefolder(tmp_path / 'data')
+    path, state = teacher_ckpts['t1']
+    # t2's checkpoint without its classifier: a partial load of t2, on purpose
+    head = ('head.fc.weight', 'head.fc.bias')
+    partial = str(tmp_path / 't2_backbone.pth')
+    t2_state = {k: v for k, v in teacher_ckpts['t2'][1].items() if k not in head}
+    torch.save(dict(state_dict=t2_state), partial)
+    cfg = multi_teacher_config(data, tmp_path / 'work', dict(t1=path, t2=partial))
+    message = build_error(cfg, ValueError)
+    assert "teacher 't2'" in message and f'missing keys (2): {", ".join(head)}' in message
+    assert 'model.teachers.t2.ckpt_strict=False' in message
+
+    cfg.model.teachers.t2.ckpt_strict = False
+    runner = Runner.from_cfg(cfg)
+    teachers = runner.model.teachers
+    for key, value in state.items():
+        assert torch.equal(teachers.t1.state_dict()[key], value), key
+    for key, value in t2_state.items():
+        assert torch.equal(teachers.t2.state_dict()[key], value), key
+    log = runner_log(runner)
+    assert "teacher 't2': model.teachers.t2.ckpt_strict=False: loaded" in log
+    assert f'missing keys (2): {", ".join(head)}' in log
+    runner.train()
+
+
 # ------------------------------------------------------------------- configs
 def write_demo_teacher_checkpoints(tmp_path):
     """Checkpoints of the two demo teachers' configs (as their own runs would write, untrained)."""
@@ -474,7 +524,8 @@ def write_demo_teacher_checkpoints(tmp_path):
     return ckpts
 
 
-@pytest.mark.slow  # the demo's own smoke test trains every row; this one checks the teachers' options
+# the demo's own smoke test trains every row; this one checks the teachers' options
+@pytest.mark.slow
 def test_demo_ensemble_config_trains_through_tools_train(tmp_path, cmd):
     ckpts = write_demo_teacher_checkpoints(tmp_path)
     options = [f'model.teachers.{name}.ckpt={path}' for name, path in ckpts.items()] + [
@@ -509,9 +560,9 @@ def test_demo_ensemble_config_trains_through_tools_train(tmp_path, cmd):
     assert all(f'teacher.{name}.accuracy/top1:' in val for name in ckpts), val
 
 
-def test_readme_shows_the_whole_ensemble_config_as_it_is():
-    with open(osp.join(REPO_ROOT, 'README.md')) as f:
-        section = f.read().split('## Ensemble distillation', 1)[1]
+def test_docs_show_the_whole_ensemble_config_as_it_is():
+    with open(osp.join(REPO_ROOT, 'docs', 'ensembles.md')) as f:
+        section = f.read().split('# Ensemble distillation', 1)[1]
     path = section.split('The whole of\n`', 1)[1].split('`', 1)[0]
     shown = section.split('```python\n', 1)[1].split('```', 1)[0]
     with open(osp.join(REPO_ROOT, path)) as f:

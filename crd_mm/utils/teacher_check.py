@@ -17,13 +17,24 @@ name>/`` (or to ``--work-dir``), so the folders of the checkpoint path below
 teacher's own ``cfg_path`` names its config directly. Checkpoints given by URL
 (``https://...``, mmpretrain's released weights) or on remote storage are not
 checked.
+
+A checkpoint that exists but does not fit its teacher's network is the
+second check, made when the model is built: :func:`load_teacher_checkpoint`
+(used by ``MultiTeacherDistill`` and, through ``crd_mm.compat``, by mmrazor's
+``SingleTeacherDistill`` and every algorithm built on it) refuses missing,
+unexpected or wrong-shaped keys unless a partial load is asked for.
 """
 
+import logging
 import os
 import os.path as osp
-from typing import Iterable, List, NamedTuple, Optional, Sequence
+from collections import OrderedDict
+from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
+import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from crd_mm.compat import CONFIG_SCOPE, package_configs_dir, resolve_package_config
 
@@ -67,7 +78,7 @@ def teacher_checkpoints(model: dict, prefix: str = 'model') -> List[TeacherCheck
 
 
 def _config_roots(config_file: Optional[str]) -> List[str]:
-    """Folders searched for teacher configs: the ``configs`` folder holding the recipe, then crd_mm's own."""
+    """Folders searched for teacher configs: the recipe's ``configs`` folder, then crd_mm's own."""
     roots = []
     if config_file:
         parts = osp.abspath(config_file).split(os.sep)
@@ -83,7 +94,7 @@ def _config_roots(config_file: Optional[str]) -> List[str]:
 
 
 def _recipes(root: str) -> Iterable[str]:
-    """Config files under ``root`` that can be trained: not ``_base_`` parts, not ``_partial.py`` files."""
+    """Config files under ``root`` that can be trained: no ``_base_`` parts, no ``_*.py`` files."""
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith('_'))
         for name in sorted(files):
@@ -134,7 +145,7 @@ def _shown(path: str) -> str:
 
 
 def _default_work_dir(config: str) -> str:
-    """Where ``tools/train.py config`` writes checkpoints: the config's ``work_dir`` or work_dirs/<name>."""
+    """Where ``tools/train.py config`` writes checkpoints: its ``work_dir`` or work_dirs/<name>."""
     try:
         work_dir = Config.fromfile(config).get('work_dir')
     except Exception:  # a config that does not parse here still names the right command
@@ -207,3 +218,173 @@ def check_teachers(cfg, train_tool: str = 'tools/train.py', extra_hint: str = ''
     if extra_hint:
         message.append(extra_hint)
     raise MissingTeacherError('\n'.join(message))
+
+
+# ------------------------------------------------- a checkpoint that does not fit
+class TeacherCheckpointMismatchError(ValueError):
+    """A teacher checkpoint does not fit the teacher's network; the message lists what differs."""
+
+
+# config keys left out of a teacher's one-line description: they do not shape its weights
+_UNSHAPED_KEYS = ('_scope_', 'init_cfg', 'data_preprocessor', 'loss', 'train_cfg', 'test_cfg')
+
+
+def describe_model_cfg(cfg, limit: int = 300) -> str:
+    """A one-line description of a model config, e.g. ``ImageClassifier(backbone=ResNet(...))``.
+
+    Shows ``cfg_path`` when the model is taken from a config file, else the
+    ``type`` of the model and of its parts with their scalar arguments (what
+    decides the shapes of its weights), cut at ``limit`` characters.
+    """
+    if isinstance(cfg, torch.nn.Module):
+        return f'a built {type(cfg).__name__}'
+    if not isinstance(cfg, Mapping):
+        return repr(cfg)
+    if cfg.get('cfg_path') and not cfg.get('type'):
+        return f'cfg_path={cfg["cfg_path"]!r}'
+
+    def shown(value):
+        if isinstance(value, Mapping):
+            kind = value.get('type')
+            name = getattr(kind, '__name__', kind) or 'dict'
+            args = ', '.join(
+                f'{key}={shown(item)}'
+                for key, item in value.items()
+                if key != 'type'
+                and key not in _UNSHAPED_KEYS
+                and item is not None
+                and (
+                    isinstance(item, (bool, int, float, str, tuple, list))
+                    or (isinstance(item, Mapping) and 'type' in item)
+                )
+            )
+            return f'{name}({args})'
+        return repr(value)
+
+    text = shown(cfg)
+    return text if len(text) <= limit else text[: limit - 3] + '...'
+
+
+def _listed(items: Sequence[str], limit: int = 8) -> str:
+    more = f', ... ({len(items) - limit} more)' if len(items) > limit else ''
+    return ', '.join(items[:limit]) + more
+
+
+def _checkpoint_origin(ckpt: str) -> str:
+    """A line naming the recipe whose folder holds ``ckpt`` (the config that trained it), if any."""
+    if '://' in str(ckpt):
+        return ''
+    config = find_teacher_config(str(ckpt), [package_configs_dir()])
+    if config is None:
+        return ''
+    return (
+        f"  The checkpoint's folder is named after {_shown(osp.realpath(config))}: it was probably "
+        "trained with that config's model."
+    )
+
+
+def load_teacher_checkpoint(
+    teacher: torch.nn.Module,
+    ckpt: str,
+    *,
+    name: str = 'teacher',
+    ckpt_key: str = 'model.teacher_ckpt',
+    cfg_key: str = 'model.teacher',
+    strict_key: str = 'model.teacher_ckpt_strict',
+    teacher_cfg=None,
+    strict: bool = True,
+) -> None:
+    """Load ``ckpt`` (path or URL) into ``teacher``; refuse, on every rank, one that does not fit.
+
+    mmengine's ``load_checkpoint`` (which mmrazor's ``SingleTeacherDistill``
+    calls with ``strict=False``) only logs missing, unexpected and
+    wrong-shaped keys, on rank 0, and leaves those layers randomly
+    initialised: the student would then be distilled from a partly random
+    teacher without anyone noticing. Here any difference raises
+    :class:`TeacherCheckpointMismatchError` naming the keys, the teacher's
+    config and the option that allows a partial load. With ``strict=False``
+    the tensors that fit are loaded and the others are listed in a warning.
+    Only ``num_batches_tracked`` counters may be absent (older checkpoints).
+
+    Args:
+        teacher (nn.Module): The built teacher.
+        ckpt (str): Its checkpoint: a path or a URL.
+        name (str): How the message names the teacher. Defaults to 'teacher'.
+        ckpt_key (str): The config key of the checkpoint. Defaults to 'model.teacher_ckpt'.
+        cfg_key (str): The config key of the teacher's model. Defaults to 'model.teacher'.
+        strict_key (str): The config key that allows a partial load.
+            Defaults to 'model.teacher_ckpt_strict'.
+        teacher_cfg (dict, optional): The teacher's model config, described in
+            the message. Defaults to None (``teacher``'s class is named).
+        strict (bool): Refuse any difference. Defaults to True.
+    """
+    if not isinstance(strict, bool):
+        raise TypeError(f'{strict_key} must be True or False, got {strict!r}')
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(ckpt, map_location='cpu')
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f'{name}: checkpoint {ckpt!r} not found ({err})') from err
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise TeacherCheckpointMismatchError(f'{name}: {ckpt!r} holds no state_dict')
+    metadata = getattr(state, '_metadata', None)
+    state = OrderedDict(
+        (k[len('module.') :] if k.startswith('module.') else k, v) for k, v in state.items()
+    )
+    expected = teacher.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        k
+        for k, v in expected.items()
+        if k in state and tuple(getattr(state[k], 'shape', ())) != tuple(getattr(v, 'shape', ()))
+    ]
+    shapes = [
+        f'{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(expected[k].shape)} in the model'
+        for k in wrong_shape
+    ]
+    problems = [
+        f'  {what} ({len(items)}): {_listed(items)}'
+        for what, items in (
+            ('missing keys', missing),
+            ('unexpected keys', unexpected),
+            ('shape mismatches', shapes),
+        )
+        if items
+    ]
+    described = describe_model_cfg(teacher if teacher_cfg is None else teacher_cfg)
+    if problems and strict:
+        origin = _checkpoint_origin(ckpt)
+        raise TeacherCheckpointMismatchError(
+            '\n'.join(
+                [
+                    f'{name}: the checkpoint {ckpt!r} ({ckpt_key}) does not match its config '
+                    f'({cfg_key} = {described}); it was not loaded, and nothing was trained '
+                    '(a teacher left partly random would be distilled from silently).',
+                    *problems,
+                    *([origin] if origin else []),
+                    f'  Give {cfg_key} the config the checkpoint was trained with, or '
+                    f'{ckpt_key} a checkpoint of this config; to load only the tensors that '
+                    f'fit, on purpose, set {strict_key}=False (--cfg-options {strict_key}=False).',
+                ]
+            )
+        )
+    for key in wrong_shape:
+        del state[key]
+    if metadata is not None:
+        state._metadata = metadata
+    teacher.load_state_dict(state, strict=False)  # everything else was checked above
+    if problems:
+        loaded = len([k for k in expected if k in state])
+        print_log(
+            '\n'.join(
+                [
+                    f'{name}: {strict_key}=False: loaded {loaded} of {len(expected)} tensors '
+                    f'of {described} from {ckpt!r}; these keep their initial values or were '
+                    'ignored:',
+                    *problems,
+                ]
+            ),
+            logger='current',
+            level=logging.WARNING,
+        )

@@ -1,25 +1,27 @@
 """Ensemble distillation: one student, several named frozen teachers, one MultiTeacherDistiller."""
 
 import importlib.util
+import logging
 import os.path as osp
 from typing import Dict, List, Mapping, Optional
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.model import BaseModel, ModuleDict
-from mmengine.runner.checkpoint import CheckpointLoader
 from mmengine.structures import BaseDataElement
 from mmrazor.models.algorithms.base import BaseAlgorithm, LossResults
 from mmrazor.models.utils import add_prefix
 from mmrazor.registry import MODELS
 
+from ...utils.teacher_check import load_teacher_checkpoint
 from ..distillers import MultiTeacherDistiller
 
-TEACHER_KEYS = ('cfg', 'cfg_path', 'ckpt')
+TEACHER_KEYS = ('cfg', 'cfg_path', 'ckpt', 'ckpt_strict')
 
 
 def teacher_model_cfg(name: str, spec: Mapping) -> dict:
-    """The model config of a teacher given by ``cfg`` (a model config) or ``cfg_path`` (a config file).
+    """The model config of a teacher given by ``cfg`` (a model config) or ``cfg_path`` (a file).
 
     ``cfg_path`` is a config file whose ``model`` is taken: a path (relative to
     the current directory; configs can write ``'{{ fileDirname }}/...'`` to be
@@ -62,48 +64,6 @@ def teacher_model_cfg(name: str, spec: Mapping) -> dict:
     return model_cfg
 
 
-def load_teacher_checkpoint(name: str, teacher: torch.nn.Module, ckpt: str) -> None:
-    """Load ``ckpt`` (path or URL) into ``teacher``; refuse, on every rank, a checkpoint of another model.
-
-    mmengine's ``load_checkpoint`` only warns about missing or unexpected keys
-    (and raises, when strict, on rank 0 alone); a teacher that silently kept
-    random weights would be distilled from without anyone noticing.
-    """
-    try:
-        checkpoint = CheckpointLoader.load_checkpoint(ckpt, map_location='cpu')
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"teacher '{name}': checkpoint {ckpt!r} not found ({err})") from err
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"teacher '{name}': {ckpt!r} holds no state_dict")
-    state = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
-    expected = teacher.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f'{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model'
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        problems = [
-            f'{what} ({len(items)}): {", ".join(items[:5])}{", ..." if len(items) > 5 else ""}'
-            for what, items in (
-                ('missing keys', missing),
-                ('unexpected keys', unexpected),
-                ('shape mismatches', shapes),
-            )
-            if items
-        ]
-        raise ValueError(
-            f"teacher '{name}': the checkpoint {ckpt!r} does not match its config; "
-            + '; '.join(problems)
-            + '. Give the teacher the config its checkpoint was '
-            'trained with (cfg or cfg_path), or the checkpoint of that config.'
-        )
-    teacher.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
-
-
 @MODELS.register_module()
 class MultiTeacherDistill(BaseAlgorithm):
     """Distil several frozen teachers (an ensemble) into one student.
@@ -126,10 +86,12 @@ class MultiTeacherDistill(BaseAlgorithm):
     Args:
         architecture (dict | BaseModel): the student.
         teachers (dict): teacher name -> ``dict(cfg=<model config> | cfg_path=<config
-            file>, ckpt=<path or URL> | None)``; ``cfg_path`` takes the file's
-            ``model`` (see :func:`teacher_model_cfg`), ``ckpt=None`` keeps the
-            initial weights (tests only). A checkpoint whose keys or shapes do
-            not match the teacher's config is refused when the model is built.
+            file>, ckpt=<path or URL> | None, ckpt_strict=True)``; ``cfg_path``
+            takes the file's ``model`` (see :func:`teacher_model_cfg`). ``ckpt``
+            must be written: ``ckpt=None`` keeps the random initial weights, with a
+            warning (tests and smoke runs). A checkpoint whose keys or shapes do
+            not match the teacher's config is refused when the model is built,
+            unless ``ckpt_strict=False`` asks to load only the tensors that fit.
             The names key the teachers' state (``teachers.<name>.``) and the
             distiller's ``teacher_recorders``.
         distiller (dict): a ``MultiTeacherDistiller`` config whose
@@ -176,7 +138,19 @@ class MultiTeacherDistill(BaseAlgorithm):
     def _build_teacher(name: str, spec) -> BaseModel:
         if not isinstance(spec, Mapping) or set(spec) - set(TEACHER_KEYS):
             raise ValueError(
-                f"teacher '{name}' must be dict(cfg=... or cfg_path=..., ckpt=...); got {spec!r}"
+                f"teacher '{name}' must be dict(cfg=... or cfg_path=..., ckpt=..., "
+                f'ckpt_strict=True); got {spec!r}'
+            )
+        if 'ckpt' not in spec:
+            raise ValueError(
+                f"teacher '{name}' has no ckpt: write ckpt=<path or URL of its checkpoint> "
+                f'(--cfg-options model.teachers.{name}.ckpt=/path/to/teacher.pth), or '
+                'ckpt=None on purpose for a randomly initialised teacher (tests, smoke runs)'
+            )
+        ckpt = spec['ckpt']
+        if ckpt is not None and (not isinstance(ckpt, str) or not ckpt):
+            raise ValueError(
+                f"teacher '{name}': ckpt must be a checkpoint path or URL, or None, got {ckpt!r}"
             )
         teacher = MODELS.build(teacher_model_cfg(name, spec))
         if not isinstance(teacher, BaseModel):
@@ -187,8 +161,25 @@ class MultiTeacherDistill(BaseAlgorithm):
         for module in teacher.modules():
             if isinstance(getattr(module, 'inplace', None), bool):
                 module.inplace = False
-        if spec.get('ckpt'):
-            load_teacher_checkpoint(name, teacher, spec['ckpt'])
+        if ckpt is None:
+            print_log(
+                f"teacher '{name}': ckpt=None, so it keeps its random initial weights and "
+                'teaches nothing (meant for tests and smoke runs)',
+                logger='current',
+                level=logging.WARNING,
+            )
+        else:
+            key = f'model.teachers.{name}'
+            load_teacher_checkpoint(
+                teacher,
+                ckpt,
+                name=f"teacher '{name}'",
+                ckpt_key=f'{key}.ckpt',
+                cfg_key=f'{key}.cfg' if 'cfg' in spec else f'{key}.cfg_path',
+                strict_key=f'{key}.ckpt_strict',
+                teacher_cfg=spec.get('cfg', spec),
+                strict=spec.get('ckpt_strict', True),
+            )
             teacher._is_init = True  # the runner's init_weights() must not overwrite it
         teacher.requires_grad_(False)
         return teacher.eval()

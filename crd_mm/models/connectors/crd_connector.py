@@ -9,6 +9,8 @@ from mmrazor.models.architectures.connectors.base_connector import BaseConnector
 from mmrazor.registry import MODELS
 from torch import nn
 
+from ..mmrazor_names import check_mmrazor_arguments
+
 
 @MODELS.register_module(force=True)
 class CRDConnector(BaseConnector):
@@ -16,15 +18,36 @@ class CRDConnector(BaseConnector):
 
     Accepts (B, C) features, (B, C, H, W) maps (average-pooled first) or a
     tuple/list whose last element is one of those (what mmpretrain necks and
-    backbones return). Replaces mmrazor's connector of the same name, which
-    only flattens its input, so a spatial map silently became a huge vector.
+    backbones return).
+
+    Registered in mmrazor's ``MODELS`` registry under mmrazor's own name with
+    ``force=True``: once crd_mm is imported, every config that says
+    ``type='CRDConnector'`` (mmrazor's own CRD config too) builds this class,
+    not mmrazor's, which only flattens its input (a spatial map silently became
+    a huge vector) and defaults ``dim_in`` to 1024. mmrazor's class stays
+    importable from ``mmrazor.models.architectures.connectors``. The arguments
+    are mmrazor's (``dim_in``, ``dim_out``, ``init_cfg``), but ``dim_in`` must
+    be given; anything else is refused with an error that lists them.
 
     Args:
         dim_in (int): C, the feature width of the recorded layer.
-        dim_out (int): embedding width (128 in the paper).
+        dim_out (int): embedding width (128 in the paper). Defaults to 128.
+        init_cfg (dict, optional): as in ``BaseConnector``. Defaults to None.
     """
 
-    def __init__(self, dim_in: int, dim_out: int = 128, init_cfg: Optional[dict] = None):
+    def __init__(
+        self,
+        dim_in: Optional[int] = None,
+        dim_out: int = 128,
+        init_cfg: Optional[dict] = None,
+        **kwargs,
+    ):
+        check_mmrazor_arguments(type(self), kwargs)
+        if dim_in is None:
+            raise ValueError(
+                "CRDConnector needs dim_in=<channel count of the recorded feature> (mmrazor's "
+                'CRDConnector defaulted it to 1024, which fits only a 1024-channel feature)'
+            )
         super().__init__(init_cfg=init_cfg)
         self.dim_in = dim_in
         self.linear = nn.Linear(dim_in, dim_out)
@@ -35,8 +58,10 @@ class CRDConnector(BaseConnector):
         if feature.dim() == 4:
             feature = F.adaptive_avg_pool2d(feature, 1).flatten(1)
         if feature.dim() != 2 or feature.shape[1] != self.dim_in:
+            channels = feature.shape[1] if feature.dim() > 1 else '?'
             raise ValueError(
-                f'CRDConnector(dim_in={self.dim_in}) got features of shape {tuple(feature.shape)}; '
-                f'set dim_in to the channel count of the recorded layer ({feature.shape[1] if feature.dim() > 1 else "?"})'
+                f'CRDConnector(dim_in={self.dim_in}) got features of shape '
+                f'{tuple(feature.shape)}; set dim_in to the channel count of the recorded '
+                f'layer ({channels})'
             )
         return F.normalize(self.linear(feature), dim=1)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ...memory import MemoryBankClient
 from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES, Contrast
+from ..mmrazor_names import CRD_LOSS_RENAMED, check_mmrazor_arguments
 
 
 def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
@@ -238,8 +239,17 @@ class CRDLoss(nn.Module, MemoryBankClient):
     ``loss_weight``. The banks, normalisation constants and sampler live in a
     :class:`~crd_mm.memory.ContrastMemoryBank` owned by ``CRDMemoryBankHook``;
     this loss only reads it and stages the batch's embeddings for the hook's
-    cross-rank update. Replaces mmrazor's ``CRDLoss``, which ignored
-    ``loss_weight`` and kept per-rank banks inside the model.
+    cross-rank update.
+
+    Registered in mmrazor's ``MODELS`` registry under mmrazor's own name with
+    ``force=True``: once crd_mm is imported, every config that says
+    ``type='CRDLoss'`` (mmrazor's own CRD config too) builds this class, not
+    mmrazor's, which ignored ``loss_weight`` and kept per-rank banks inside the
+    model (mmrazor's class stays importable from ``mmrazor.models.losses``).
+    mmrazor's argument names are refused with crd_mm's: ``neg_num`` ->
+    ``num_negatives``, ``dim_out`` -> ``feat_dim``; ``sample_n`` is not needed
+    (``CRDMemoryBankHook`` sizes the bank from the training set).
+
 
     Args:
         loss_weight (float): multiplies the loss.
@@ -279,8 +289,10 @@ class CRDLoss(nn.Module, MemoryBankClient):
         eps: float = 1e-7,
         memory: str = 'bank',
         queue_size: Optional[int] = None,
+        **kwargs,
     ):
         super().__init__()
+        check_mmrazor_arguments(type(self), kwargs, CRD_LOSS_RENAMED)
         if memory == 'queue' and num_negatives is not None:
             # e.g. inherited from configs/_base_/distillers/crd.py: switching a bank recipe to
             # a queue takes memory='queue' and queue_size alone
