@@ -206,13 +206,15 @@ def test_configs_readme_links_every_folder_readme():
 
 
 def test_modelindex_loads_the_index_as_mim_search_does():
-    """The library mim uses reads the index: all models, each with its collection's README."""
+    """The library mim uses reads the index: all models, each in a collection with a README."""
     from modelindex.load_model_index import load  # installed with openmim
 
     mi = load(osp.join(REPO_ROOT, 'model-index.yml'))
     mi.build_models_with_collections()
     listed = sum(len(recipes_on_disk(f)) for f in FOLDERS)
     assert len(mi.models) == listed
+    readmes = {c.name: c.readme for c in mi.collections}
+    assert len(readmes) == len(FOLDERS)
     for model in mi.models:
-        assert model.readme and osp.isfile(osp.join(REPO_ROOT, model.readme)), model.name
+        assert osp.isfile(osp.join(REPO_ROOT, readmes[model.in_collection])), model.name
         assert osp.isfile(osp.join(REPO_ROOT, model.config)), model.name
