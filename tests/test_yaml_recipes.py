@@ -25,14 +25,19 @@ TOOL = osp.join(REPO_ROOT, 'tools', 'misc', 'print_config.py')
 
 
 def recipes(suffixes):
-    """Recipe files under configs/: not in ``_base_`` folders, not ``_partial.py`` files."""
+    """Recipe files under configs/: not in ``_base_`` folders, not ``_partial.py`` files.
+
+    A folder's ``metafile.yml`` is the model index of its recipes (OpenMMLab's format), not one.
+    """
     found = []
     for suffix in suffixes:
         found += glob.glob(osp.join(CONFIGS, '**', f'*{suffix}'), recursive=True)
     return sorted(
         osp.relpath(p, REPO_ROOT)
         for p in found
-        if f'{os.sep}_base_{os.sep}' not in p and not osp.basename(p).startswith('_')
+        if f'{os.sep}_base_{os.sep}' not in p
+        and not osp.basename(p).startswith('_')
+        and osp.basename(p) != 'metafile.yml'
     )
 
 
