@@ -7,6 +7,8 @@ from mmcv.transforms import BaseTransform, Compose
 from mmpretrain.datasets.transforms import PackInputs
 from mmpretrain.registry import TRANSFORMS
 
+from .key_aligned_geometry import geometry_mismatch
+
 
 @TRANSFORMS.register_module()
 class TeacherView(BaseTransform):
@@ -35,7 +37,15 @@ class TeacherView(BaseTransform):
         ]
 
     Transforms placed before this one are shared by both views; random ones
-    inside ``transforms`` are drawn independently of the student's.
+    inside ``transforms`` are drawn independently of the student's. With
+    another ``in_key`` (a depth map, ...), the shared geometric transforms
+    must reach that key too: mmcv's and mmpretrain's touch ``img`` only, so
+    wrap them in ``KeyAlignedGeometry(keys=[in_key], transforms=[...])``.
+    Otherwise this transform raises a ``ValueError`` naming ``in_key`` where
+    the pipeline shows it: ``img`` and ``in_key`` of different sizes after a
+    crop or resize, mmcv's ``flip=True`` without the key flipped along, or a
+    geometric change of ``img`` after the key was aligned (see
+    ``geometry_mismatch``).
 
     Args:
         transforms (list[dict | callable]): the teacher's branch, run on a
@@ -62,6 +72,15 @@ class TeacherView(BaseTransform):
                 f"TeacherView: the sample has no '{self.in_key}' to build the teacher's "
                 f'view from (keys: {sorted(results)}); set in_key to one of them'
             )
+        if self.in_key != 'img':
+            reason = geometry_mismatch(results, self.in_key)
+            if reason is not None:
+                raise ValueError(
+                    f"TeacherView(in_key='{self.in_key}'): the teacher's view would not show the "
+                    f"student's pixels: {reason}. mmcv's and mmpretrain's crops, flips and resizes "
+                    f"change 'img' only; put the geometric transforms before TeacherView inside "
+                    f"dict(type='KeyAlignedGeometry', keys=['{self.in_key}'], transforms=[...])"
+                )
         branch = dict(results)
         branch['img'] = (
             np.copy(results[self.in_key])
@@ -77,9 +96,10 @@ class TeacherView(BaseTransform):
         view = branch['img']
         if isinstance(view, (list, tuple)):
             raise ValueError(
-                f"TeacherView: the teacher's branch made {len(view)} images of one sample, but the "
-                'teacher needs exactly one view per sample, as the student gets one: its batch would '
-                f"be {len(view)}x the student's. Remove the multi-view transform from the branch."
+                f"TeacherView: the teacher's branch made {len(view)} images of one sample, but "
+                'the teacher needs exactly one view per sample, as the student gets one: its batch '
+                f"would be {len(view)}x the student's. Remove the multi-view transform from the "
+                'branch.'
             )
         view = PackInputs.format_input(view)
         if view.ndim != 3:

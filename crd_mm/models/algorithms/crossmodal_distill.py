@@ -11,6 +11,35 @@ from mmrazor.models.utils import add_prefix
 from mmrazor.registry import MODELS
 
 
+def _refuse_batch_augments(preprocessor, name: str) -> None:
+    """Raise a ``ValueError`` if ``preprocessor`` (a config dict or a module) has batch augments.
+
+    Mixup and CutMix blend each sample with another one of the batch. Whichever
+    side they run on, the teacher's and the student's features of a sample
+    would no longer come from the same images: CRD's positive pair would be
+    un-paired without any error.
+    """
+    if isinstance(preprocessor, dict):
+        augments = preprocessor.get('batch_augments')
+    else:
+        augments = getattr(preprocessor, 'batch_augments', None)
+    if not augments:
+        return
+    if not isinstance(augments, dict):  # a built RandomBatchAugment: name what it holds
+        inner = getattr(augments, 'augments', augments)
+        inner = inner if isinstance(inner, (list, tuple)) else [inner]
+        augments = ', '.join(type(a).__name__ for a in inner)
+    whose = "student's" if name == 'data_preprocessor' else "teacher's"
+    other = "teacher's views" if name == 'data_preprocessor' else "student's batch"
+    raise ValueError(
+        f'CrossModalDistill: {name} (the {whose} preprocessing) must not have batch_augments '
+        f'({augments}): they would mix the {whose} batch across samples but not the {other}, so '
+        "a sample's teacher and student features would show different images and CRD's positive "
+        f'pairs would be un-paired. Remove batch_augments from {name}; augment each sample in the '
+        'pipeline instead, before TeacherView and inside KeyAlignedGeometry for other keys'
+    )
+
+
 @MODELS.register_module()
 class CrossModalDistill(SingleTeacherDistill):
     """``SingleTeacherDistill`` whose teacher gets another view of the sample than the student.
@@ -23,9 +52,13 @@ class CrossModalDistill(SingleTeacherDistill):
     ``teacher_input_key``, added to ``PackInputs``' ``algorithm_keys``). The
     algorithm's own ``data_preprocessor`` prepares the student's inputs as
     usual; the teacher's views are stacked and prepared by
-    ``teacher_data_preprocessor`` (with ``training=False``: a batch
-    augmentation such as Mixup would mix the teacher's batch differently from
-    the student's, so it is refused there). Recorders, connectors and losses
+    ``teacher_data_preprocessor`` (with ``training=False``). Batch
+    augmentations (Mixup, CutMix) are refused in both preprocessors, as
+    configs or as built modules: in the student's they would blend each
+    student image with another sample while its teacher view stays unmixed,
+    in the teacher's they would blend the teacher's batch independently of
+    the student's; either way CRD's positive pairs would show different
+    samples. Recorders, connectors and losses
     are configured exactly as for ``SingleTeacherDistill``; each sample's
     teacher and student features stay paired, as CRD needs. Validate with
     ``CrossModalDistillValLoop``, which scores the teacher on its own view.
@@ -47,20 +80,20 @@ class CrossModalDistill(SingleTeacherDistill):
         teacher_input_key: str = 'teacher_inputs',
         **kwargs,
     ) -> None:
+        # the configs first, so that the error comes before the networks are built
+        _refuse_batch_augments(kwargs.get('data_preprocessor'), 'data_preprocessor')
+        _refuse_batch_augments(teacher_data_preprocessor, 'teacher_data_preprocessor')
         super().__init__(*args, **kwargs)
+        # the student's preprocessor as built (given as a module, or taken from the architecture)
+        _refuse_batch_augments(self.data_preprocessor, 'data_preprocessor')
         if teacher_data_preprocessor is None:
             raise ValueError(
-                "CrossModalDistill needs teacher_data_preprocessor, the teacher's normalisation of its "
-                "own view, e.g. teacher_data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', "
+                "CrossModalDistill needs teacher_data_preprocessor, the teacher's normalisation of "
+                'its own view, e.g. '
+                "teacher_data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', "
                 "mean=[...], std=[...]) with one value per channel of the teacher's view"
             )
         if isinstance(teacher_data_preprocessor, dict):
-            if teacher_data_preprocessor.get('batch_augments'):
-                raise ValueError(
-                    'CrossModalDistill: teacher_data_preprocessor must not have batch_augments: they '
-                    "would mix the teacher's batch independently of the student's and break the "
-                    'pairing of their samples; remove them'
-                )
             teacher_data_preprocessor = MODELS.build(teacher_data_preprocessor)
         if not isinstance(teacher_data_preprocessor, BaseDataPreprocessor):
             raise TypeError(
@@ -81,9 +114,10 @@ class CrossModalDistill(SingleTeacherDistill):
         key = self.teacher_input_key
         if not data_samples or any(key not in s for s in data_samples):
             raise ValueError(
-                f"CrossModalDistill: the data samples carry no '{key}' field (the teacher's view). "
-                f"Add dict(type='TeacherView', out_key='{key}', transforms=[...]) to the pipeline and "
-                f"'{key}' to PackInputs' algorithm_keys, in every dataloader the distiller sees"
+                f"CrossModalDistill: the data samples carry no '{key}' field (the teacher's "
+                f"view). Add dict(type='TeacherView', out_key='{key}', transforms=[...]) to the "
+                f"pipeline and '{key}' to PackInputs' algorithm_keys, in every dataloader the "
+                'distiller sees'
             )
         views = [s.get(key) for s in data_samples]
         num_views = sum(v.shape[0] if v.ndim == 4 else 1 for v in views)
@@ -99,7 +133,7 @@ class CrossModalDistill(SingleTeacherDistill):
     def loss(
         self, batch_inputs: torch.Tensor, data_samples: Optional[List[BaseDataElement]] = None
     ) -> LossResults:
-        """The teacher runs on its views, the student on ``batch_inputs``, then the distill losses."""
+        """Run the teacher on its views and the student on ``batch_inputs``; return the losses."""
         teacher_inputs = self.teacher_inputs(data_samples, len(batch_inputs))
         losses = dict()
         self.distiller.set_deliveries_override(False)
