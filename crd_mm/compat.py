@@ -6,10 +6,12 @@ and is applied when ``crd_mm`` is imported (configs do that through
 ``custom_imports``). ``APPLIED_PATCHES`` lists what was applied in this process.
 """
 
+import builtins
 import codecs
 import difflib
 import functools
 import io
+import locale
 import os
 import os.path as osp
 import sys
@@ -41,7 +43,7 @@ class _UnavailableMapping(dict):
 
 
 def patch_mmrazor_quantization():
-    """mmrazor 1.0.0 does not import on torch 2.x (open-mmlab/mmrazor: backend configs use removed torch.ao fusers).
+    """mmrazor 1.0.0 does not import on torch 2.x: its backend configs use removed torch.ao fusers.
 
     Its ``structures.quantization`` package calls ``reverse_sequential_wrapper2``
     and friends at import time; they are gone from torch.ao. Distillation never
@@ -97,7 +99,9 @@ def _history_buffer_getattr(obj, name):
 
 
 def patch_checkpoint_allow_list():
-    """mmengine checkpoints fail to load on torch >= 2.6 (pytorch#weights_only default; mmengine writes HistoryBuffer/numpy).
+    """mmengine checkpoints fail to load on torch >= 2.6 (``weights_only`` by default).
+
+    mmengine writes HistoryBuffer and numpy objects into every checkpoint's ``meta``.
 
     torch 2.6 made ``torch.load(weights_only=True)`` the default. Instead of turning
     it off, exactly the classes mmengine writes are allow-listed, so ``resume`` and
@@ -119,7 +123,7 @@ def patch_checkpoint_allow_list():
 
 
 def _fsync_directory(path):
-    """Persist the directory entries of ``path`` (a rename is durable only once its directory is fsynced)."""
+    """Persist the entries of directory ``path``: a rename is durable only once it is fsynced."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -127,16 +131,38 @@ def _fsync_directory(path):
         os.close(fd)
 
 
-def patch_atomic_checkpoint_save():
-    """mmengine writes checkpoints in place (LocalBackend.put opens the target and writes), so a crash or a full disk mid-write leaves a truncated file.
+def _write_atomically(path, data):
+    """Replace the file ``path`` with ``data`` (bytes) so that it is never seen half written.
 
-    Local checkpoints are serialised in memory (as mmengine does), written to
-    ``<name>.partial``, which is fsynced, renamed over the target (``os.replace``
-    is atomic on POSIX), and then the directory is fsynced: the path holds
-    either the previous complete file or the new one, also after a power cut.
-    Remote backends (``s3://``, ``pavi://``, ...) are left to mmengine. A run
-    killed mid-save leaves its ``.partial`` file behind; the next save of that
-    name overwrites it.
+    ``data`` goes to ``<path>.partial`` in the same directory, which is
+    fsynced, renamed over ``path`` (``os.replace`` is atomic on POSIX), and
+    then the directory is fsynced: ``path`` holds either its previous complete
+    content or the new one, also after a SIGKILL or a power cut. A process
+    killed mid-write leaves its ``.partial`` file behind; the next write of
+    that path overwrites it.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    partial = f'{path}.partial'
+    try:
+        with open(partial, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        _fsync_directory(directory)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def patch_atomic_checkpoint_save():
+    """mmengine writes checkpoints in place (LocalBackend.put opens the target and writes).
+
+    A crash or a full disk mid-write would leave a truncated file. Local
+    checkpoints are serialised in memory (as mmengine does) and written with
+    :func:`_write_atomically`. Remote backends (``s3://``, ``pavi://``, ...)
+    are left to mmengine.
     """
     import mmengine.runner as runner_package
     from mmengine.runner import checkpoint as checkpoint_module
@@ -150,58 +176,123 @@ def patch_atomic_checkpoint_save():
     def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
         if '://' in str(filename) or file_client_args is not None or backend_args is not None:
             return original(checkpoint, filename, file_client_args, backend_args)
-        directory = os.path.dirname(os.path.abspath(filename))
-        os.makedirs(directory, exist_ok=True)
-        partial = f'{filename}.partial'
         buffer = io.BytesIO()
-        torch.save(
-            checkpoint, buffer
-        )  # serialised first: a failed write then raises a plain OSError
-        try:
-            with open(partial, 'wb') as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, filename)
-            _fsync_directory(directory)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
+        # serialised first: a failed write then raises a plain OSError
+        torch.save(checkpoint, buffer)
+        _write_atomically(filename, buffer.getbuffer())
 
     save_checkpoint.crd_mm_atomic = True
     checkpoint_module.save_checkpoint = runner_module.save_checkpoint = save_checkpoint
-    runner_package.save_checkpoint = (
-        save_checkpoint  # `from mmengine.runner import save_checkpoint` (CheckpointHook)
-    )
+    # `from mmengine.runner import save_checkpoint` (CheckpointHook)
+    runner_package.save_checkpoint = save_checkpoint
     APPLIED_PATCHES.append('mmengine.runner.save_checkpoint')
 
 
-def patch_keep_previous_checkpoint_until_saved():
-    """mmengine's CheckpointHook deletes the oldest checkpoint before writing the new one, so with max_keep_ckpts=1 a crash mid-save leaves none.
+class _AtomicTextFile(io.StringIO):
+    """A text file opened for writing whose content replaces ``path`` atomically on close.
 
-    The hook's own bookkeeping runs unchanged; only the files it removes are
-    removed after the new checkpoint has been saved (not at all if saving fails).
+    Nothing touches the disk until the ``with`` block ends without an error;
+    then the text is written with :func:`_write_atomically`. On an error the
+    previous file stays as it was.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def close(self):
+        if not self.closed:
+            data = self.getvalue().encode(locale.getpreferredencoding(False))
+            super().close()
+            _write_atomically(self.path, data)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            super().close()  # discarded
+
+
+def patch_atomic_last_checkpoint():
+    """mmengine's CheckpointHook rewrites ``<work_dir>/last_checkpoint`` in place.
+
+    ``--resume`` (``find_latest_checkpoint``) reads the path it holds; a run
+    killed while writing it leaves it empty or holding half a path, and the
+    next resume fails. The hook's module writes it with ``open(save_file,
+    'w')``: in that module only, ``open`` of a file named ``last_checkpoint``
+    for writing returns an :class:`_AtomicTextFile`; every other call goes to
+    the built-in ``open``.
+    """
+    from mmengine.hooks import checkpoint_hook
+
+    if getattr(vars(checkpoint_hook).get('open'), 'crd_mm_atomic', False):
+        return
+
+    def open_(file, mode='r', *args, **kwargs):
+        if mode == 'w' and osp.basename(str(file)) == 'last_checkpoint' and not args and not kwargs:
+            return _AtomicTextFile(file)
+        return builtins.open(file, mode, *args, **kwargs)
+
+    open_.crd_mm_atomic = True
+    checkpoint_hook.open = open_
+    APPLIED_PATCHES.append('mmengine.hooks.checkpoint_hook.open(last_checkpoint)')
+
+
+def _remove_after_saving(method):
+    """Wrap a CheckpointHook method so that files it removes go only once its save succeeded.
+
+    During the call the hook's file backend's ``remove`` and ``rmtree`` only
+    note the paths; afterwards the noted paths are removed, except those the
+    hook still points to (its last checkpoint and best checkpoints: with a
+    fixed ``filename_tmpl`` the "outdated" file is the one just saved). If
+    the call raises, nothing is removed. A nested call (``_save_best_checkpoint``
+    calls ``_save_checkpoint_with_step``) leaves the removals to the outer one.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, runner, *args, **kwargs):
+        backend = self.file_backend
+        if 'remove' in vars(backend):  # inside another wrapped call: it removes at its end
+            return method(self, runner, *args, **kwargs)
+        real = {name: getattr(backend, name) for name in ('remove', 'rmtree')}
+        outdated = []
+        for name in real:
+            setattr(
+                backend, name, functools.partial(lambda n, path: outdated.append((n, path)), name)
+            )
+        try:
+            result = method(self, runner, *args, **kwargs)
+        finally:
+            for name in real:
+                delattr(backend, name)
+        kept = {self.last_ckpt, getattr(self, 'best_ckpt_path', None)}
+        kept.update(getattr(self, 'best_ckpt_path_dict', {}).values())
+        for name, path in outdated:
+            if path not in kept:
+                real[name](path)
+        return result
+
+    wrapper.crd_mm_keeps_previous = True
+    return wrapper
+
+
+def patch_keep_previous_checkpoint_until_saved():
+    """mmengine's CheckpointHook deletes old checkpoints before it writes the new ones.
+
+    With ``max_keep_ckpts=1`` (``_save_checkpoint_with_step``) the oldest
+    checkpoint goes first, and with ``save_best`` (``_save_best_checkpoint``)
+    the previous best: a crash mid-save leaves none. The hook's own
+    bookkeeping runs unchanged; only the files it removes are removed after
+    the new checkpoint has been saved (:func:`_remove_after_saving`).
     """
     from mmengine.hooks import CheckpointHook
 
-    original = CheckpointHook._save_checkpoint_with_step
-    if getattr(original, 'crd_mm_keeps_previous', False):
-        return
-
-    @functools.wraps(original)
-    def _save_checkpoint_with_step(self, runner, step, meta):
-        backend, outdated = self.file_backend, []
-        backend.remove = outdated.append  # shadows LocalBackend.remove during the save
-        try:
-            original(self, runner, step, meta)
-        finally:
-            del backend.remove
-        for path in outdated:
-            backend.remove(path)
-
-    _save_checkpoint_with_step.crd_mm_keeps_previous = True
-    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
-    APPLIED_PATCHES.append('mmengine.hooks.CheckpointHook._save_checkpoint_with_step')
+    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
+        original = getattr(CheckpointHook, name)
+        if getattr(original, 'crd_mm_keeps_previous', False):
+            continue
+        setattr(CheckpointHook, name, _remove_after_saving(original))
+        APPLIED_PATCHES.append(f'mmengine.hooks.CheckpointHook.{name}')
 
 
 CONFIG_SCOPE = 'crd_mm'
@@ -223,7 +314,7 @@ def package_configs_dir():
 
 
 def resolve_package_config(relative_path):
-    """The file of ``crd_mm::<relative_path>``, or a FileNotFoundError naming the closest recipes."""
+    """The file of ``crd_mm::<relative_path>``, or a FileNotFoundError naming the closest ones."""
     root = package_configs_dir()
     path = osp.join(root, relative_path)
     if osp.isfile(path):
@@ -248,7 +339,9 @@ def resolve_package_config(relative_path):
 
 
 def patch_crd_mm_config_scope():
-    """mmengine 0.10.7 resolves ``<package>::<path>`` in ``_base_`` only for its own list of OpenMMLab packages.
+    """mmengine 0.10.7 resolves ``<package>::<path>`` in ``_base_`` only for its own packages.
+
+    It knows only its own list of OpenMMLab packages.
 
     ``Config._get_cfg_path`` asserts the package is in ``MODULE2PACKAGE``
     ("mmengine does not support to load crd_mm config"), and for the others
@@ -290,6 +383,7 @@ def patch_crd_mm_config_scope():
 patch_mmrazor_quantization()
 patch_checkpoint_allow_list()
 patch_atomic_checkpoint_save()
+patch_atomic_last_checkpoint()
 patch_keep_previous_checkpoint_until_saved()
 patch_crd_mm_config_scope()
 
