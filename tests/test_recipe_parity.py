@@ -19,6 +19,7 @@ configs/README.md, which are checked against them:
 Config-only: nothing trains here (tests/test_configs.py runs the recipes).
 """
 
+import ast
 import functools
 import glob
 import math
@@ -116,6 +117,9 @@ IMAGENET = {
     'dcd-kd': '—',
     'ckd': '—',
 }
+# the CRD paper's loss on CIFAR-100: weight, temperature, negatives, momentum, embedding size
+CRD_KEYS = ('type', 'loss_weight', 'temperature', 'num_negatives', 'momentum', 'feat_dim')
+CRD_PAPER = dict(zip(CRD_KEYS, ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)))
 TEACHERS = sorted({t for t, _ in CRD_TABLE})
 STUDENTS = sorted({s for _, s in CRD_TABLE})
 
@@ -134,13 +138,13 @@ def teacher_config(name):
 
 @functools.cache
 def load(path):
-    """A recipe's config, parsed once per session (the teacher configs are shared by many recipes)."""
+    """A recipe's config, parsed once per session (teacher configs are shared by many recipes)."""
     return Config.fromfile(osp.join(REPO_ROOT, path))
 
 
 @pytest.fixture(scope='module')
 def measured_widths():
-    """Each network of the table built once; the channels of its last feature map on a CIFAR image."""
+    """Each network of the table built once: the channels of its last feature map for CIFAR."""
     from mmpretrain.registry import MODELS
 
     init_default_scope('mmpretrain')
@@ -165,7 +169,7 @@ def test_network_widths_are_the_built_networks(measured_widths):
 
 
 def check_networks(cfg, pair):
-    """Student and teacher networks and widths, and a teacher_ckpt from an existing teacher config."""
+    """Student and teacher networks and widths, and a teacher_ckpt of an existing teacher config."""
     teacher, student = pair
     model = cfg.model
     assert model.type == 'SingleTeacherDistill'
@@ -224,14 +228,7 @@ def test_crd_and_crd_kd_recipes_for_every_pair(pair):
         check_networks(cfg, pair)
         assert connector_widths(cfg) == (NETS[pair[1]][2], NETS[pair[0]][2])
         crd = cfg.model.distiller.distill_losses.loss_crd
-        assert (
-            crd.type,
-            crd.loss_weight,
-            crd.temperature,
-            crd.num_negatives,
-            crd.momentum,
-            crd.feat_dim,
-        ) == ('CRDLoss', 0.8, 0.07, 16384, 0.5, 128)
+        assert {k: crd[k] for k in CRD_PAPER} == CRD_PAPER
         assert cfg.model.architecture.head.loss.loss_weight == 1.0  # CE gamma 1
         check_kd(cfg, kd_weight)
         check_cifar_optimiser(cfg, pair[1])
@@ -276,7 +273,10 @@ def test_crcd_recipes_for_every_pair(pair):
 
 
 def lr_at_epochs(cfg, epochs):
-    """The learning rate the recipe's param_scheduler gives at the start of each epoch (mmengine's own schedulers)."""
+    """The learning rate the recipe's param_scheduler gives at the start of each epoch.
+
+    It is computed by mmengine's own schedulers.
+    """
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import PARAM_SCHEDULERS
 
@@ -332,13 +332,72 @@ def test_ckd_imagenet_recipe_uses_the_authors_schedule():
     assert 'loss_kd' not in cfg.model.distiller.distill_losses
     opt = cfg.optim_wrapper.optimizer
     assert (opt.lr, opt.momentum, opt.weight_decay) == (0.2, 0.9, 1e-4)
-    # batch 512 in total: 8 GPUs x 64 (tools/dist_train.sh ... 8), and --auto-scale-lr counts from 512
+    # batch 512 in total: 8 GPUs x 64 (tools/dist_train.sh ... 8); --auto-scale-lr counts from 512
     assert cfg.train_dataloader.batch_size * 8 == 512 and cfg.auto_scale_lr.base_batch_size == 512
     assert cfg.train_cfg.max_epochs == 200
     lrs = lr_at_epochs(cfg, [0, 50, 100, 199])
     for epoch, value in lrs.items():
         assert value == pytest.approx(cosine(0.2, epoch, 200), abs=1e-9), epoch
     assert cfg.model.teacher.backbone.depth == 34 and cfg.model.architecture.backbone.depth == 18
+
+
+# ---------------------------------------------------------------- recipes as deltas
+def assigned_names(path):
+    """The top-level names a config file assigns, read from its syntax tree."""
+    with open(osp.join(REPO_ROOT, path), encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+
+
+def test_the_network_table_has_the_papers_networks_and_widths():
+    """configs/_base_/models/cifar_networks.py, the one place the recipes take networks from."""
+    table = Config.fromfile(
+        osp.join(CONFIGS, '_base_', 'models', 'cifar_networks.py')
+    ).cifar_networks.to_dict()
+    expected = {
+        slug: dict(backbone=backbone, head=dict(in_channels=width))
+        for slug, backbone, width in NETS.values()
+    }
+    assert table == expected
+
+
+@pytest.mark.parametrize('method', ['crd', 'dcd', 'crcd', 'ckd'])
+def test_cifar_recipes_say_only_what_differs_over_their_methods_base(method):
+    """A pair's recipe inherits one base and sets only its networks, widths, checkpoint, lr, batch.
+
+    Its "+KD" twin inherits it and the KD distiller and sets only the model's distiller.
+    """
+    paths = sorted(
+        osp.relpath(p, REPO_ROOT)
+        for p in glob.glob(osp.join(CONFIGS, method, 'cifar100', f'{method}*_cifar100.py'))
+    )
+    assert paths
+    for path in paths:
+        cfg_base = Config._get_base_files(osp.join(REPO_ROOT, path))
+        name = osp.basename(path)
+        if name.startswith(f'{method}-kd_'):
+            twin = name.replace(f'{method}-kd_', f'{method}_', 1)
+            assert cfg_base == [f'./{twin}', '../../_base_/distillers/kd.py'], path
+            assert assigned_names(path) == {'_base_', 'model'}, path
+        else:
+            assert cfg_base == [f'../../_base_/recipes/cifar100_{method}.py'], path
+            assert assigned_names(path) <= {'_base_', 'model', 'optim_wrapper', 'train_dataloader'}
+            model = load(path).model
+            table = load(path).cifar_networks
+            assert model.architecture.backbone in [n.backbone for n in table.values()], path
+            assert model.teacher.backbone in [n.backbone for n in table.values()], path
+
+
+def test_the_four_cifar_methods_share_one_distillation_skeleton():
+    """cifar_{crd,dcd,crcd,ckd}_distill.py differ from cifar_distill.py only by their distiller."""
+    models = osp.join(CONFIGS, '_base_', 'models')
+    skeleton = Config.fromfile(osp.join(models, 'cifar_distill.py')).model.to_dict()
+    assert skeleton['type'] == 'SingleTeacherDistill' and skeleton['teacher_ckpt'] is None
+    for method in ('crd', 'dcd', 'crcd', 'ckd'):
+        model = Config.fromfile(osp.join(models, f'cifar_{method}_distill.py')).model.to_dict()
+        distiller = model.pop('distiller')
+        assert model == skeleton, method
+        assert distiller['type'] == 'ConfigurableDistiller', method
 
 
 @pytest.mark.parametrize('student', STUDENTS)
@@ -355,7 +414,7 @@ def test_every_student_has_a_ce_only_baseline(student):
 
 # ---------------------------------------------------------------- configs/README.md
 def readme_rows():
-    """{config path: the cell under 'paper'} for every table row of configs/README.md that links a config."""
+    """{config path: its cell under 'paper'} of each row of configs/README.md linking a config."""
     rows, paper_col = {}, None
     with open(osp.join(CONFIGS, 'README.md'), encoding='utf-8') as f:
         for line in f:
@@ -380,8 +439,13 @@ def recipe_files():
     for ext in ('py', 'yaml', 'yml'):
         paths += glob.glob(osp.join(CONFIGS, '**', f'*.{ext}'), recursive=True)
     rel = sorted(osp.relpath(p, REPO_ROOT) for p in paths)
-    # bases are not recipes; the demo's configs are documented with their numbers in docs/demo.md
-    return [p for p in rel if p.split(osp.sep)[1] not in ('_base_', 'demo')]
+    # bases are not recipes; the demo's configs are documented with their numbers in docs/demo.md;
+    # each folder's metafile.yml is the model index of its recipes (tests/test_metafiles.py)
+    return [
+        p
+        for p in rel
+        if p.split(osp.sep)[1] not in ('_base_', 'demo') and osp.basename(p) != 'metafile.yml'
+    ]
 
 
 def expected_number(path):

@@ -12,12 +12,10 @@ import os.path as osp
 from copy import deepcopy
 
 import mmengine
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
+from crd_mm.utils import launch
 from crd_mm.utils.data_check import check_data
 from crd_mm.utils.teacher_check import check_teachers
 
@@ -41,13 +39,7 @@ def parse_args():
         choices=['metrics', 'pred'],
         help='whether --out gets the metrics or the predictions (default: predictions)',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings with key=value pairs, e.g. '
-        'test_dataloader.batch_size=8 or key="[a,b]"; no white space allowed',
-    )
+    launch.add_cfg_options_argument(parser, example='test_dataloader.batch_size=8')
     parser.add_argument('--amp', action='store_true', help='test with mixed precision')
     parser.add_argument('--show-dir', help='directory to save visualised predictions in')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
@@ -66,7 +58,7 @@ def parse_args():
         help="test-time augmentation: the config's `tta_model` and "
         '`tta_pipeline`, or by default flip TTA averaging class scores',
     )
-    return parse_launcher_args(parser)
+    return launch.parse_launcher_args(parser)
 
 
 def enable_visualization(cfg, args):
@@ -114,12 +106,7 @@ def enable_tta(cfg):
 def merge_args(cfg, args):
     """Merge command-line arguments into the config."""
     cfg.launcher = args.launcher
-
-    # work_dir priority: command line > config > config file name
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    launch.set_work_dir(cfg, args.work_dir, args.config)
 
     cfg.load_from = args.checkpoint
 
@@ -130,11 +117,9 @@ def merge_args(cfg, args):
     if args.tta:
         enable_tta(cfg)
 
-    loader_cfg = ConfigDict(pin_memory=True, collate_fn=dict(type='default_collate'))
-    loader_cfg.update(cfg.test_dataloader)
-    if args.no_pin_memory:
-        loader_cfg.pin_memory = False
-    cfg.test_dataloader = loader_cfg
+    launch.set_dataloader_defaults(
+        cfg, ('test_dataloader',), pin_memory=not args.no_pin_memory, persistent_workers=None
+    )
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -149,19 +134,15 @@ def main():
     cfg = merge_args(Config.fromfile(args.config), args)
     check_teachers(cfg, train_tool=TRAIN_TOOL, extra_hint=TEST_TEACHER_HINT)
     check_data(cfg, ('test_dataloader',))
-    setup_cpu_distributed(cfg, args.launcher)
+    launch.setup_cpu_distributed(cfg, args.launcher)
 
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-
+    runner = launch.build_runner(cfg)
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
-    teardown_distributed()
+    launch.teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -8,11 +8,9 @@ machines without CUDA a distributed launch runs on the gloo backend.
 import argparse
 import os.path as osp
 
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
-from crd_mm.utils import parse_launcher_args, setup_cpu_distributed, teardown_distributed
+from crd_mm.utils import launch
 from crd_mm.utils.data_check import check_data
 from crd_mm.utils.teacher_check import check_teachers
 
@@ -54,34 +52,8 @@ def parse_args():
         action='store_true',
         help='disable the persistent_workers option of the dataloaders',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings with key=value pairs, e.g. '
-        'train_cfg.max_epochs=10 or key="[a,b]"; no white space allowed',
-    )
-    return parse_launcher_args(parser)
-
-
-def set_dataloader_defaults(cfg, fields, no_pin_memory=False, no_persistent_workers=False):
-    """Fill dataloader defaults (pin memory, persistent workers, collate).
-
-    Persistent workers default to on only when the loader has workers, since
-    torch's DataLoader rejects them with ``num_workers=0``.
-    """
-    for field in fields:
-        if cfg.get(field) is None:
-            continue
-        loader_cfg = ConfigDict(pin_memory=True, collate_fn=dict(type='default_collate'))
-        if cfg[field].get('num_workers', 0) > 0:
-            loader_cfg.persistent_workers = True
-        loader_cfg.update(cfg[field])
-        if no_pin_memory:
-            loader_cfg.pin_memory = False
-        if no_persistent_workers:
-            loader_cfg.persistent_workers = False
-        cfg[field] = loader_cfg
+    launch.add_cfg_options_argument(parser, example='train_cfg.max_epochs=10')
+    return launch.parse_launcher_args(parser)
 
 
 def merge_args(cfg, args):
@@ -92,12 +64,7 @@ def merge_args(cfg, args):
         cfg.val_evaluator = None
 
     cfg.launcher = args.launcher
-
-    # work_dir priority: command line > config > config file name
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    launch.set_work_dir(cfg, args.work_dir, args.config)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -113,11 +80,11 @@ def merge_args(cfg, args):
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
 
-    set_dataloader_defaults(
+    launch.set_dataloader_defaults(
         cfg,
         ('train_dataloader', 'val_dataloader', 'test_dataloader'),
-        no_pin_memory=args.no_pin_memory,
-        no_persistent_workers=args.no_persistent_workers,
+        pin_memory=not args.no_pin_memory,
+        persistent_workers=not args.no_persistent_workers,
     )
 
     if args.cfg_options is not None:
@@ -130,14 +97,10 @@ def main():
     cfg = merge_args(Config.fromfile(args.config), args)
     check_teachers(cfg, train_tool=TRAIN_TOOL)
     check_data(cfg, ('train_dataloader', 'val_dataloader'))
-    setup_cpu_distributed(cfg, args.launcher)
+    launch.setup_cpu_distributed(cfg, args.launcher)
 
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
-    teardown_distributed()
+    launch.build_runner(cfg).train()
+    launch.teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -7,26 +7,15 @@
 # scratch and its released ResNet-34, frozen. No embedding heads, no memory
 # bank: the negatives are the other samples of each GPU's batch of 64.
 _base_ = [
-    'mmpretrain::_base_/models/resnet18.py',
+    '../_base_/models/in1k_resnet34_resnet18_distill.py',
     '../_base_/datasets/imagenet_bs32_crd.py',
     '../_base_/schedules/imagenet_bs512_200e_cosine.py',
     '../_base_/distillers/ckd.py',
 ]
 
 default_scope = 'mmrazor'
-custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
 
-model = dict(
-    _delete_=True,
-    _scope_='mmrazor',
-    type='SingleTeacherDistill',
-    architecture=_base_.model,
-    teacher=dict(_base_.model, backbone=dict(_base_.model.backbone, depth=34)),
-    # mmpretrain's resnet34_8xb32_in1k (fetched once into torch.hub's cache)
-    teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
-    'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
-    distiller=_base_.ckd_distiller,
-)
+model = dict(distiller=_base_.ckd_distiller)
 
 # 64 images per GPU on 8 GPUs: the authors' total batch of 512
 train_dataloader = dict(batch_size=64)

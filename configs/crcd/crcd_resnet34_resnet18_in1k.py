@@ -34,9 +34,7 @@ model = dict(
                 gradient_combine='add',
             ),
         ),
-        connectors=dict(
-            crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128),
-        ),
+        # the 512-d embedding heads of the CRD recipe
+        connectors=_base_.model.distiller.connectors,
     )
 )

@@ -7,24 +7,15 @@
 # classes, drawn with replacement as in the authors' ImageNet code; the two
 # 1.28M x 128 memory banks live in CRDMemoryBankHook, outside the model.
 _base_ = [
-    'mmpretrain::_base_/models/resnet18.py',
+    '../_base_/models/in1k_resnet34_resnet18_distill.py',
     '../_base_/datasets/imagenet_bs32_crd.py',
     '../_base_/schedules/imagenet_bs256_100e.py',
     '../_base_/distillers/crd.py',
 ]
 
 default_scope = 'mmrazor'
-custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
 
 model = dict(
-    _delete_=True,
-    _scope_='mmrazor',
-    type='SingleTeacherDistill',
-    architecture=_base_.model,
-    teacher=dict(_base_.model, backbone=dict(_base_.model.backbone, depth=34)),
-    # mmpretrain's resnet34_8xb32_in1k (fetched once into torch.hub's cache)
-    teacher_ckpt='https://download.openmmlab.com/mmclassification/v0/resnet/'
-    'resnet34_8xb32_in1k_20210831-f257d4e6.pth',
     distiller=dict(
         _base_.crd_distiller,
         connectors=dict(

@@ -15,10 +15,8 @@ model = dict(
         distill_losses=dict(
             loss_dcd=dict(_base_.dcd_distiller.distill_losses.loss_dcd, learnable_logit_scale=False)
         ),
-        connectors=dict(
-            crd_s=dict(type='CRDConnector', dim_in=512, dim_out=128),
-            crd_t=dict(type='CRDConnector', dim_in=512, dim_out=128),
-        ),
+        # the 512-d embedding heads of the CRD recipe
+        connectors=_base_.model.distiller.connectors,
     )
 )
 

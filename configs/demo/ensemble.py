@@ -12,27 +12,16 @@
 #       model.teachers.wrn_16_2.ckpt=<teacher_wrn.py run>/epoch_15.pth
 # The defaults below are those runs' checkpoints under work_dirs/demo/. Each
 # teacher's network is read from the config it was trained with (cfg_path).
-_base_ = ['./_base_digits.py']
+_base_ = ['./_base_distill.py']
 
-default_scope = 'mmrazor'
-
-__crd = dict(
-    type='CRDLoss',
-    loss_weight=0.8,
-    temperature=0.07,
-    num_negatives=64,
-    momentum=0.5,
-    feat_dim=128,
-    negative_sampling='class_exact',
-    positive='exact',
-)
-__recorders = dict(
-    feat=dict(type='ModuleOutputs', source='neck'),
-    logits=dict(type='ModuleOutputs', source='head.fc'),
-)
-__data_samples = dict(from_student=True, recorder='data_samples', data_idx=1)
+# the demo's CRD loss (64 negatives) and recorders of both networks' pooled
+# features and logits, from ./_base_distill.py
+__crd = _base_.crd_loss
+__recorders = _base_.model.distiller.teacher_recorders
+__data_samples = _base_.crd_mapping.data_samples
 
 model = dict(
+    _delete_=True,
     _scope_='mmrazor',
     type='MultiTeacherDistill',
     architecture=_base_.student_net,
@@ -47,10 +36,10 @@ model = dict(
     ),
     distiller=dict(
         type='MultiTeacherDistiller',
-        student_recorders=dict(__recorders, data_samples=dict(type='ModuleInputs', source='')),
+        student_recorders=_base_.model.distiller.student_recorders,
         teacher_recorders=dict(resnet20=__recorders, wrn_16_2=__recorders),
         distill_losses=dict(
-            loss_kd=dict(type='KLDivergence', tau=4, loss_weight=1.0),
+            loss_kd=_base_.kd_loss,
             loss_crd_resnet20=__crd,
             loss_crd_wrn_16_2=__crd,
         ),

@@ -26,7 +26,10 @@ OUTPUTS = ('logits', 'neck', 'backbone')
 
 
 def add_network_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of every tool that runs trained networks: --batch-size, --device, --cfg-options."""
+    """Add the options of every tool that runs trained networks.
+
+    They are --batch-size, --device and --cfg-options.
+    """
     parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass')
     parser.add_argument(
         '--device',
@@ -48,7 +51,10 @@ def default_device(device: Optional[str]) -> str:
 def config_checkpoint_pairs(
     parser: argparse.ArgumentParser, paths: Sequence[str], what: str = 'CONFIG CKPT'
 ) -> List[Tuple[str, str]]:
-    """Consecutive (config, checkpoint) pairs of a positional list; a usage error if one is incomplete."""
+    """Consecutive (config, checkpoint) pairs of a positional list.
+
+    An odd number of paths is a usage error (one pair is incomplete).
+    """
     if len(paths) % 2:
         parser.error(f'give {what} pairs; got {len(paths)} paths: {paths}')
     return list(zip(paths[::2], paths[1::2]))
@@ -65,12 +71,62 @@ def student_of(model_cfg: ConfigDict) -> Tuple[ConfigDict, str]:
     return model_cfg, ''
 
 
+def read_state_dict(checkpoint: str) -> Dict[str, torch.Tensor]:
+    """The ``state_dict`` of an mmengine checkpoint (path or URL), or the file's dict itself."""
+    state = _load_checkpoint(checkpoint, map_location='cpu')
+    return state.get('state_dict', state)
+
+
+def load_weights_under(
+    module: torch.nn.Module,
+    state: Dict[str, torch.Tensor],
+    prefix: str,
+    checkpoint: str,
+    what: str,
+    hint: str = '',
+) -> None:
+    """Load ``module`` strictly from the entries of ``state`` whose keys start with ``prefix``.
+
+    A checkpoint of another config is the usual mistake, so both failures name
+    the checkpoint and the prefix: a ``KeyError`` listing the checkpoint's
+    top-level keys when nothing starts with ``prefix`` (unless ``module`` has
+    no weights at all), a ``RuntimeError`` with torch's list of missing and
+    unexpected keys when the weights do not fit.
+
+    Args:
+        module (torch.nn.Module): The network to load.
+        state (dict): The checkpoint's ``state_dict``.
+        prefix (str): What the module's keys start with in ``state``, e.g.
+            ``'architecture.'``.
+        checkpoint (str): The checkpoint's path, for the messages.
+        what (str): The module's name in the config, for the messages.
+        hint (str): Where the weights of each kind of run are, appended to
+            the ``KeyError``. Defaults to ''.
+    """
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights and module.state_dict():
+        found = sorted({k.split('.', 1)[0] for k in state})
+        raise KeyError(
+            f"{checkpoint} holds no '{prefix}*' weights (its top-level keys: {found}); is it a "
+            f'checkpoint of this config? {hint}'.rstrip()
+        )
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"{checkpoint}: the '{prefix}*' weights do not fit the config's {what} "
+            f'(wrong config for this checkpoint?):\n{err}'
+        ) from None
+
+
 def _scope(cfg: Config) -> str:
     return cfg.get('default_scope') or 'mmpretrain'
 
 
 def build_trained_classifier(cfg: Config, checkpoint: str, device: str = 'cpu') -> torch.nn.Module:
-    """Build ``cfg``'s classifier (a distiller's student), load its weights from ``checkpoint``, eval mode.
+    """Build ``cfg``'s classifier (a distiller's student) with the weights of ``checkpoint``.
+
+    The network is returned on ``device``, in eval mode.
 
     The data preprocessor is the one the run fed the network: the model's own,
     else the config's top-level ``data_preprocessor`` (as the Runner injects
@@ -89,26 +145,19 @@ def build_trained_classifier(cfg: Config, checkpoint: str, device: str = 'cpu') 
         model = MODELS.build(student)
     if not all(hasattr(model, name) for name in ('backbone', 'head', 'extract_feat')):
         raise ValueError(
-            f'the analysis tools read image classifiers (an mmpretrain ImageClassifier, or a '
-            f'distiller whose model.architecture is one); this config builds a {type(model).__name__}'
+            'the analysis tools read image classifiers (an mmpretrain ImageClassifier, or a '
+            'distiller whose model.architecture is one); this config builds a '
+            f'{type(model).__name__}'
         )
-    state = _load_checkpoint(checkpoint, map_location='cpu')
-    state = state.get('state_dict', state)
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not weights:
-        found = sorted({k.split('.', 1)[0] for k in state})
-        raise KeyError(
-            f"{checkpoint} holds no '{prefix}*' weights (its top-level keys: {found}); is it a "
-            "checkpoint of this config? A distiller's student is under 'architecture.', a "
-            "classifier's weights under 'backbone.', 'neck.', 'head.'"
-        )
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"{checkpoint}: the '{prefix}*' weights do not fit the config's classifier "
-            f'(wrong config for this checkpoint?):\n{err}'
-        ) from None
+    load_weights_under(
+        model,
+        read_state_dict(checkpoint),
+        prefix,
+        checkpoint,
+        what='classifier',
+        hint="A distiller's student is under 'architecture.', a classifier's weights under "
+        "'backbone.', 'neck.', 'head.'",
+    )
     return model.to(device).eval()
 
 

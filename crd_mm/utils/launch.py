@@ -1,4 +1,9 @@
-"""Distributed launch on machines without CUDA.
+"""What tools/train.py and tools/test.py share, and distributed launch on machines without CUDA.
+
+Both tools take the same launcher flags and ``--cfg-options``, choose the work
+directory the same way (command line, else the config's ``work_dir``, else
+``./work_dirs/<config name>``), fill the same dataloader defaults and build
+the config's runner; the helpers below do each once.
 
 mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device`` and its default
 model wrapper passes ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel, so
@@ -12,11 +17,13 @@ import argparse
 import datetime
 import os
 import subprocess
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, ConfigDict
-from mmengine.registry import MODEL_WRAPPERS
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.registry import MODEL_WRAPPERS, RUNNERS
+from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
 # Environment variables each launcher sets, as (rank, world size, local rank).
@@ -60,6 +67,82 @@ def parse_launcher_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def add_cfg_options_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """Add ``--cfg-options key=value ...``, which overrides config settings after loading.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        example (str): A ``key=value`` pair shown in the help text.
+    """
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help=f'override config settings with key=value pairs, e.g. {example} or '
+        'key="[a,b]"; no white space allowed',
+    )
+
+
+def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None:
+    """Set ``cfg.work_dir``: ``work_dir`` if given, else the config's, else ./work_dirs/<name>.
+
+    Args:
+        cfg (Config): The loaded config, updated in place.
+        work_dir (str, optional): The tool's ``--work-dir``.
+        config_path (str): The config file; its name without extension names
+            the default directory.
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = os.path.join(
+            './work_dirs', os.path.splitext(os.path.basename(config_path))[0]
+        )
+
+
+def set_dataloader_defaults(
+    cfg: Config,
+    fields: Sequence[str],
+    pin_memory: bool = True,
+    persistent_workers: Optional[bool] = True,
+) -> None:
+    """Give the dataloaders in ``fields`` mmpretrain's tool defaults, under the config's own values.
+
+    Every loader gets ``collate_fn=default_collate`` unless it names one.
+
+    Args:
+        cfg (Config): The loaded config, updated in place; absent or None
+            loaders are skipped.
+        fields (Sequence[str]): The loader keys, e.g. ``('test_dataloader',)``.
+        pin_memory (bool): True makes pinned memory the default; False turns
+            it off everywhere (``--no-pin-memory``). Defaults to True.
+        persistent_workers (bool, optional): True makes persistent workers the
+            default of loaders that have workers (torch rejects them with
+            ``num_workers=0``); False turns them off everywhere
+            (``--no-persistent-workers``); None leaves the config's setting.
+            Defaults to True.
+    """
+    for field in fields:
+        if cfg.get(field) is None:
+            continue
+        loader_cfg = ConfigDict(pin_memory=True, collate_fn=dict(type='default_collate'))
+        if persistent_workers and cfg[field].get('num_workers', 0) > 0:
+            loader_cfg.persistent_workers = True
+        loader_cfg.update(cfg[field])
+        if not pin_memory:
+            loader_cfg.pin_memory = False
+        if persistent_workers is False:
+            loader_cfg.persistent_workers = False
+        cfg[field] = loader_cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The runner of ``cfg``: its ``runner_type`` from the RUNNERS registry, else mmengine's."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:

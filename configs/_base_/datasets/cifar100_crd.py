@@ -41,18 +41,10 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 
+# the same loader over the test split, in order and without augmentation
 val_dataloader = dict(
-    batch_size=64,
-    num_workers=4,
-    persistent_workers=True,
-    dataset=dict(
-        _scope_='mmpretrain',
-        type=dataset_type,
-        data_root=data_root,
-        split='test',
-        download=False,
-        pipeline=test_pipeline,
-    ),
+    train_dataloader,
+    dataset=dict(train_dataloader['dataset'], split='test', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1, 5))

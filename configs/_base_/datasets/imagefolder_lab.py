@@ -60,15 +60,8 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
-    batch_size=32,
-    num_workers=5,
-    dataset=dict(
-        _scope_='mmpretrain',
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix='val',
-        pipeline=test_pipeline,
-    ),
+    train_dataloader,
+    dataset=dict(train_dataloader['dataset'], data_prefix='val', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 val_evaluator = dict(_scope_='mmpretrain', type='Accuracy', topk=(1,))

@@ -5,16 +5,6 @@
 # learnable parameters. Configs using this base set, for student and teacher,
 # `backbone` and `head.in_channels`, the weight w (`loss_ckd.loss_weight`:
 # 10 to 100 on CIFAR-100 in the paper) and `teacher_ckpt`.
-_base_ = ['./cifar_classifier.py', '../distillers/ckd.py']
+_base_ = ['./cifar_distill.py', '../distillers/ckd.py']
 
-default_scope = 'mmrazor'
-
-model = dict(
-    _delete_=True,
-    _scope_='mmrazor',
-    type='SingleTeacherDistill',
-    architecture=_base_.model,
-    teacher=_base_.model,
-    teacher_ckpt=None,
-    distiller=_base_.ckd_distiller,
-)
+model = dict(distiller=_base_.ckd_distiller)

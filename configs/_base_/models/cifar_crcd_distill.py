@@ -12,19 +12,9 @@
 # Configs using this base set, for student and teacher, `backbone`,
 # `head.in_channels`, the connectors' `dim_in` and the gradient relation's
 # `student_channels`/`teacher_channels` (the same widths) and `teacher_ckpt`.
-_base_ = ['./cifar_classifier.py', '../distillers/crcd.py']
+_base_ = ['./cifar_distill.py', '../distillers/crcd.py']
 
-default_scope = 'mmrazor'
-
-model = dict(
-    _delete_=True,
-    _scope_='mmrazor',
-    type='SingleTeacherDistill',
-    architecture=_base_.model,
-    teacher=_base_.model,
-    teacher_ckpt=None,
-    distiller=_base_.crcd_distiller,
-)
+model = dict(distiller=_base_.crcd_distiller)
 
 custom_hooks = [
     dict(type='CRDMemoryBankHook'),

@@ -5,16 +5,6 @@
 # configs using this base set, for both, `backbone` and `head.in_channels`,
 # the connectors' `dim_in` (the same feature widths) and `teacher_ckpt`.
 # The memory banks live in `CRDMemoryBankHook`.
-_base_ = ['./cifar_classifier.py', '../distillers/crd.py']
+_base_ = ['./cifar_distill.py', '../distillers/crd.py']
 
-default_scope = 'mmrazor'
-
-model = dict(
-    _delete_=True,
-    _scope_='mmrazor',
-    type='SingleTeacherDistill',
-    architecture=_base_.model,
-    teacher=_base_.model,
-    teacher_ckpt=None,
-    distiller=_base_.crd_distiller,
-)
+model = dict(distiller=_base_.crd_distiller)

@@ -7,16 +7,6 @@
 # T=4. Configs using this base set, for student and teacher, `backbone`,
 # `head.in_channels`, the connectors' `dim_in` (the same widths) and
 # `teacher_ckpt`.
-_base_ = ['./cifar_classifier.py', '../distillers/dcd.py']
+_base_ = ['./cifar_distill.py', '../distillers/dcd.py']
 
-default_scope = 'mmrazor'
-
-model = dict(
-    _delete_=True,
-    _scope_='mmrazor',
-    type='SingleTeacherDistill',
-    architecture=_base_.model,
-    teacher=_base_.model,
-    teacher_ckpt=None,
-    distiller=_base_.dcd_distiller,
-)
+model = dict(distiller=_base_.dcd_distiller)

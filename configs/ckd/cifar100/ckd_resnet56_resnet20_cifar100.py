@@ -3,19 +3,11 @@
 # ../../_base_/models/cifar_ckd_distill.py. The CKD authors' settings for
 # this pair: w = 10, T = 1 (ZhouXinzzzzz/CKD,
 # configs/cifar100/ckd/res56_res20.yaml).
-_base_ = [
-    '../../_base_/models/cifar_ckd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_ckd_480e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_ckd.py'
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarResNet', arch='resnet20'), head=dict(in_channels=64)
-    ),
-    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet56'), head=dict(in_channels=64)),
-    # the last checkpoint of configs/cifar100_teachers/resnet56_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.resnet20,
+    teacher=_base_.cifar_networks.resnet56,
     teacher_ckpt='work_dirs/resnet56_cifar100/epoch_240.pth',
     distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=10.0, temperature=1.0))),
 )

@@ -3,21 +3,11 @@
 # ../../_base_/models/cifar_ckd_distill.py. The CKD authors' settings for
 # this pair: w = 100, T = 1 (ZhouXinzzzzz/CKD,
 # configs/cifar100/ckd/wrn40_2_wrn_16_2.yaml).
-_base_ = [
-    '../../_base_/models/cifar_ckd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_ckd_480e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_ckd.py'
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_16_2'), head=dict(in_channels=128)
-    ),
-    teacher=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128)
-    ),
-    # the last checkpoint of configs/cifar100_teachers/wrn_40_2_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.wrn_16_2,
+    teacher=_base_.cifar_networks.wrn_40_2,
     teacher_ckpt='work_dirs/wrn_40_2_cifar100/epoch_240.pth',
     distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))),
 )

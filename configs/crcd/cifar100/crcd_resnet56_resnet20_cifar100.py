@@ -1,19 +1,11 @@
 # CRCD, resnet56 -> resnet20 on CIFAR-100 (paper's number: not retrieved).
 # CE 1.0 + KD 0.9 + feature and gradient relations 1.0 each, stopped for
 # the last 10 of 250 epochs, see ../../_base_/models/cifar_crcd_distill.py.
-_base_ = [
-    '../../_base_/models/cifar_crcd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_crcd_250e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_crcd.py'
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarResNet', arch='resnet20'), head=dict(in_channels=64)
-    ),
-    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet56'), head=dict(in_channels=64)),
-    # the last checkpoint of configs/cifar100_teachers/resnet56_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.resnet20,
+    teacher=_base_.cifar_networks.resnet56,
     teacher_ckpt='work_dirs/resnet56_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(crd_s=dict(dim_in=64), crd_t=dict(dim_in=64)),

@@ -1,17 +1,11 @@
 # CRCD, vgg13 -> MobileNetV2 on CIFAR-100 (paper's number: not retrieved).
 # CE 1.0 + KD 0.9 + feature and gradient relations 1.0 each, stopped for
 # the last 10 of 250 epochs, see ../../_base_/models/cifar_crcd_distill.py.
-_base_ = [
-    '../../_base_/models/cifar_crcd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_crcd_250e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_crcd.py'
 
 model = dict(
-    architecture=dict(backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280)),
-    teacher=dict(backbone=dict(type='CifarVGG', arch='vgg13'), head=dict(in_channels=512)),
-    # the last checkpoint of configs/cifar100_teachers/vgg13_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.mobilenetv2,
+    teacher=_base_.cifar_networks.vgg13,
     teacher_ckpt='work_dirs/vgg13_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(crd_s=dict(dim_in=1280), crd_t=dict(dim_in=512)),

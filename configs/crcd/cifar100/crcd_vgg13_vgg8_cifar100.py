@@ -1,17 +1,11 @@
 # CRCD, vgg13 -> vgg8 on CIFAR-100 (paper's number: not retrieved).
 # CE 1.0 + KD 0.9 + feature and gradient relations 1.0 each, stopped for
 # the last 10 of 250 epochs, see ../../_base_/models/cifar_crcd_distill.py.
-_base_ = [
-    '../../_base_/models/cifar_crcd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_crcd_250e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_crcd.py'
 
 model = dict(
-    architecture=dict(backbone=dict(type='CifarVGG', arch='vgg8'), head=dict(in_channels=512)),
-    teacher=dict(backbone=dict(type='CifarVGG', arch='vgg13'), head=dict(in_channels=512)),
-    # the last checkpoint of configs/cifar100_teachers/vgg13_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.vgg8,
+    teacher=_base_.cifar_networks.vgg13,
     teacher_ckpt='work_dirs/vgg13_cifar100/epoch_240.pth',
     distiller=dict(
         connectors=dict(crd_s=dict(dim_in=512), crd_t=dict(dim_in=512)),

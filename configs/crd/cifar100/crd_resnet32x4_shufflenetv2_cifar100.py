@@ -1,16 +1,10 @@
 # CRD, resnet32x4 -> ShuffleNetV2 on CIFAR-100 (paper's top-1: 75.65).
 # CE 1.0 + CRD 0.8, see ../../_base_/models/cifar_crd_distill.py.
-_base_ = [
-    '../../_base_/models/cifar_crd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_crd_240e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_crd.py'
 
 model = dict(
-    architecture=dict(backbone=dict(type='CifarShuffleNetV2'), head=dict(in_channels=1024)),
-    teacher=dict(backbone=dict(type='CifarResNet', arch='resnet32x4'), head=dict(in_channels=256)),
-    # the last checkpoint of configs/cifar100_teachers/resnet32x4_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.shufflenetv2,
+    teacher=_base_.cifar_networks.resnet32x4,
     teacher_ckpt='work_dirs/resnet32x4_cifar100/epoch_240.pth',
     distiller=dict(connectors=dict(crd_s=dict(dim_in=1024), crd_t=dict(dim_in=256))),
 )

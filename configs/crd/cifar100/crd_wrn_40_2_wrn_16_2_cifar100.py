@@ -1,20 +1,10 @@
 # CRD, wrn_40_2 -> wrn_16_2 on CIFAR-100 (paper's top-1: 75.48).
 # CE 1.0 + CRD 0.8, see ../../_base_/models/cifar_crd_distill.py.
-_base_ = [
-    '../../_base_/models/cifar_crd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_crd_240e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_crd.py'
 
 model = dict(
-    architecture=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_16_2'), head=dict(in_channels=128)
-    ),
-    teacher=dict(
-        backbone=dict(type='CifarWideResNet', arch='wrn_40_2'), head=dict(in_channels=128)
-    ),
-    # the last checkpoint of configs/cifar100_teachers/wrn_40_2_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.wrn_16_2,
+    teacher=_base_.cifar_networks.wrn_40_2,
     teacher_ckpt='work_dirs/wrn_40_2_cifar100/epoch_240.pth',
     distiller=dict(connectors=dict(crd_s=dict(dim_in=128), crd_t=dict(dim_in=128))),
 )

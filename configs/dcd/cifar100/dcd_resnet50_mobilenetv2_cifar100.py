@@ -1,17 +1,11 @@
 # DCD, ResNet50 -> MobileNetV2 on CIFAR-100 (paper's top-1: 67.39).
 # CE 1.0 + DCD 1.0 (alpha 0, beta 1), see
 # ../../_base_/models/cifar_dcd_distill.py; the CRD paper's 240-epoch schedule.
-_base_ = [
-    '../../_base_/models/cifar_dcd_distill.py',
-    '../../_base_/datasets/cifar100_crd.py',
-    '../../_base_/schedules/cifar100_crd_240e.py',
-]
+_base_ = '../../_base_/recipes/cifar100_dcd.py'
 
 model = dict(
-    architecture=dict(backbone=dict(type='CifarMobileNetV2'), head=dict(in_channels=1280)),
-    teacher=dict(backbone=dict(type='CifarResNet50'), head=dict(in_channels=2048)),
-    # the last checkpoint of configs/cifar100_teachers/resnet50_cifar100.py
-    # in tools/train.py's default work_dir (relative to the repository root)
+    architecture=_base_.cifar_networks.mobilenetv2,
+    teacher=_base_.cifar_networks.resnet50,
     teacher_ckpt='work_dirs/resnet50_cifar100/epoch_240.pth',
     distiller=dict(connectors=dict(crd_s=dict(dim_in=1280), crd_t=dict(dim_in=2048))),
 )

@@ -1,8 +1,9 @@
 """An image classifier whose backbone and neck come frozen from a trained model: a linear probe."""
 
-from mmengine.runner.checkpoint import _load_checkpoint
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
+
+from crd_mm.utils.analysis import load_weights_under, read_state_dict
 
 
 @MODELS.register_module()
@@ -28,27 +29,20 @@ class LinearProbeClassifier(ImageClassifier):
 
     def __init__(self, checkpoint: str, checkpoint_prefix: str = '', **kwargs) -> None:
         super().__init__(**kwargs)
-        state = _load_checkpoint(checkpoint, map_location='cpu')
-        state = state.get('state_dict', state)
+        state = read_state_dict(checkpoint)
         for name in ('backbone', 'neck'):
             module = getattr(self, name, None)
             if module is None:
                 continue
-            prefix = f'{checkpoint_prefix}{name}.'
-            weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if not weights and module.state_dict():
-                found = sorted({k.split('.', 1)[0] for k in state})
-                raise KeyError(
-                    f"{checkpoint} holds no '{prefix}*' weights (its top-level keys: {found}); "
-                    "is it a checkpoint of this config? A distiller's student is under "
-                    "'architecture.', a classifier's backbone under 'backbone.'"
-                )
-            try:
-                module.load_state_dict(weights, strict=True)
-            except RuntimeError as err:
-                raise RuntimeError(
-                    f"{checkpoint}: the '{prefix}*' weights do not fit the config's {name}:\n{err}"
-                ) from None
+            load_weights_under(
+                module,
+                state,
+                f'{checkpoint_prefix}{name}.',
+                checkpoint,
+                what=name,
+                hint="A distiller's student is under 'architecture.', a classifier's backbone "
+                "under 'backbone.'",
+            )
             module.requires_grad_(False)
             module._is_init = True  # keep the loaded weights through init_weights()
         self.train()
