@@ -21,6 +21,7 @@ import time
 
 import pytest
 import torch
+from mmengine.runner import Runner
 from tiny_configs import crd_config, image_folder_loader
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
@@ -213,6 +214,18 @@ def test_a_new_best_still_replaces_the_previous_one(make_imagefolder, tmp_path, 
     assert best['meta']['epoch'] == 2
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_2.pth')
     assert not list(work.glob('*.partial'))
+
+
+def test_a_fixed_checkpoint_name_with_max_keep_ckpts_keeps_the_checkpoint_just_saved(
+    make_imagefolder, tmp_path
+):
+    """The "outdated" checkpoint of a fixed filename_tmpl is the file just saved: kept."""
+    data = make_imagefolder(tmp_path / 'data', num_classes=2, per_class=4)
+    cfg = crd_config(data, tmp_path / 'work', max_epochs=2)
+    cfg.default_hooks.checkpoint.update(filename_tmpl='latest.pth', max_keep_ckpts=1)
+    cfg.experiment_name = 'fixed_name_keep_1'
+    Runner.from_cfg(cfg).train()
+    assert torch.load(tmp_path / 'work' / 'latest.pth', map_location='cpu')['meta']['epoch'] == 2
 
 
 # what mmengine's own code (crd_mm's patch undone) leaves after the kill of the tests above
