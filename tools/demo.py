@@ -75,7 +75,8 @@ class Row(NamedTuple):
 
 class Run(NamedTuple):
     """What one training run left: its last validation, checkpoint and wall time, and the first
-    epoch whose logged training loss was not finite (None: it never diverged)."""
+    epoch whose logged training loss was not finite (None: it never diverged). A run that the
+    configs' StopOnNonFiniteLossHook stopped has a NaN top-1 and no checkpoint ('')."""
 
     metrics: dict
     checkpoint: str
@@ -203,7 +204,7 @@ def last_validation(run_dir: str) -> dict:
 
 
 def first_non_finite_loss(run_dir: str) -> Optional[int]:
-    """The first epoch whose logged training ``loss`` is NaN or infinite in a run's json log, if any."""
+    """The first epoch whose logged training ``loss`` is NaN or infinite in a run's json log."""
     timestamp = osp.basename(run_dir)
     with open(osp.join(run_dir, 'vis_data', f'{timestamp}.json')) as f:
         for line in f:
@@ -228,7 +229,7 @@ def train_command(config: str, work_dir: str, seed: int, options: dict) -> str:
 
 
 def quiet_worker() -> None:
-    """Worker set-up: each run's own log file keeps mmengine's output, so the console stays readable."""
+    """Worker set-up: each run's own log file keeps mmengine's output; the console stays clear."""
     import warnings
 
     import torch
@@ -244,16 +245,21 @@ def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
     from mmengine.runner import Runner
 
     import crd_mm  # noqa: F401  (registers crd_mm's modules, as the configs' custom_imports do)
+    from crd_mm.engine import NonFiniteLossError
 
     start = time.time()
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     cfg.merge_from_dict(options)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed, deterministic=False)
-    # runs that share a process need their own logger and message hub, which mmengine keys by this name
+    # runs that share a process need their own logger and message hub, which mmengine keys by
+    # this name
     cfg.experiment_name = f'{run_name(config)}_seed{seed}'
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except NonFiniteLossError as error:  # the configs' StopOnNonFiniteLossHook stopped it
+        return Run({METRIC: math.nan}, '', time.time() - start, error.epoch)
     run_dir = osp.join(work_dir, runner.timestamp)
     return Run(
         last_validation(run_dir),
@@ -266,7 +272,7 @@ def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
 def train_rows(
     rows: Sequence[Row], seeds: Sequence[int], work_root: str, options: dict, jobs: int
 ) -> Dict[Tuple[str, int], Run]:
-    """Train every row once per seed, up to ``jobs`` at once; a row starts when its teachers are done."""
+    """Train every row once per seed, ``jobs`` at once; a row starts when its teachers are done."""
     results: Dict[Tuple[str, int], Run] = {}
     # row by row: every seed's teacher starts first, so the rows that need it are ready early
     pending = [(row, seed) for row in rows for seed in seeds]
@@ -301,9 +307,17 @@ def train_rows(
                 except Exception as error:
                     pool.shutdown(cancel_futures=True)
                     sys.exit(
-                        f'[demo] seed {seed}, {row.label} failed: {error!r}; its log is under {work_dir}'
+                        f'[demo] seed {seed}, {row.label} failed: {error!r}; '
+                        f'its log is under {work_dir}'
                     )
                 results[row.config, seed] = run
+                if not run.checkpoint:  # stopped: no result, nor a teacher for later rows
+                    pool.shutdown(cancel_futures=True)
+                    sys.exit(
+                        f'[demo] seed {seed}, {row.label}: training diverged (a NaN or infinite '
+                        f'loss in epoch {run.diverged_at}) and was stopped; its log is under '
+                        f'{work_dir}'
+                    )
                 diverged = (
                     ''
                     if run.diverged_at is None
@@ -318,7 +332,8 @@ def train_rows(
 
 
 def tool_env() -> dict:
-    """The environment of the repository's tools run as subprocesses: this checkout first on PYTHONPATH."""
+    """The environment of the repository's tools run as subprocesses: this checkout first on
+    PYTHONPATH."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
     return env
@@ -350,7 +365,7 @@ def run_probe(row: Row, checkpoint: str, work_dir: str, smoke: bool) -> float:
 def picture_commands(
     results: Dict[Tuple[str, int], Run], seed: int, work_root: str
 ) -> Dict[str, List[str]]:
-    """The tools/analysis commands that draw one seed's runs: logit correlations, t-SNE maps, curves."""
+    """The tools/analysis commands that draw one seed's runs: logit correlations, t-SNE, curves."""
 
     def run_args(config):
         return [config, results[config, seed].checkpoint]
@@ -389,7 +404,10 @@ def picture_commands(
 
 
 def draw_pictures(commands: Dict[str, List[str]], work_root: str) -> None:
-    """Run the picture tools at once, each logging to ``<work_root>/<picture>.log``; report what they wrote."""
+    """Run the picture tools at once, each logging to ``<work_root>/<picture>.log``.
+
+    Reports what they wrote.
+    """
     running = []
     for picture, (tool, *args) in commands.items():
         out = osp.join(work_root, picture)
@@ -428,7 +446,8 @@ def format_table(
     title: str,
     probes: Optional[Dict[Tuple[str, int], float]] = None,
 ) -> str:
-    """A markdown table: label, config, top-1 mean +- std, per seed, gain over the row's baseline, probe, time."""
+    """A markdown table: label, config, top-1 mean +- std, per seed, gain over the row's baseline,
+    probe, time."""
 
     def mean_top1(config):
         return mean_std([results[config, s].metrics[METRIC] for s in seeds])[0]
@@ -533,6 +552,114 @@ def plot_results(
     plt.close(fig)
 
 
+# The deliverable: seed 0's CRD+KD student, exported and reloaded as a user would.
+EXPORT_CONFIG = 'configs/demo/crd_kd.py'
+EXPORT_NAME = 'crd_kd_student'
+NUM_EXAMPLES = 8
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the current directory when it lies below it, else as given."""
+    relative = osp.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
+def export_commands(run_dir: str, checkpoint: str, out_dir: str, image: str) -> Tuple[str, str]:
+    """The convert command and the 3-line Python inference snippet a user types for this run."""
+    config = display_path(osp.join(run_dir, osp.basename(EXPORT_CONFIG)))
+    out = display_path(out_dir)
+    convert = shlex.join(
+        [
+            'python',
+            'tools/model_converters/convert_to_student.py',
+            config,
+            display_path(checkpoint),
+            out,
+            '--name',
+            EXPORT_NAME,
+        ]
+    )
+    student = osp.join(out, EXPORT_NAME)
+    snippet = '\n'.join(
+        [
+            'from mmpretrain import ImageClassificationInferencer',
+            f"inferencer = ImageClassificationInferencer('{student}.py', "
+            f"pretrained='{student}.pth', device='cpu')",
+            f"print(inferencer('{display_path(image)}')[0]['pred_class'])",
+        ]
+    )
+    return convert, snippet
+
+
+def export_and_predict(
+    run_dir: str, checkpoint: str, out_dir: str, num_examples: int = NUM_EXAMPLES
+) -> List[Tuple[str, int, dict]]:
+    """Export a CRD+KD run's student with the convert tool, then predict test digits with it.
+
+    The student's config and checkpoint go to ``out_dir`` through
+    ``tools/model_converters/convert_to_student.py`` (the run's dumped
+    config, as a user would convert it); the first ``num_examples`` test
+    digits are written there as PNGs and classified by mmpretrain's
+    ``ImageClassificationInferencer`` loaded from the exported pair. Prints
+    both commands and every digit's label next to its prediction; returns
+    (image, label, inferencer result) per digit.
+    """
+    import cv2
+
+    import crd_mm  # noqa: F401  (registers SklearnDigits)
+    from crd_mm.datasets import SklearnDigits
+
+    digits_dir = osp.join(out_dir, 'digits')
+    os.makedirs(digits_dir, exist_ok=True)
+    test_split = SklearnDigits(split='test', pipeline=[])
+    images, labels = [], []
+    for i in range(num_examples):
+        info = test_split.get_data_info(i)
+        images.append(osp.join(digits_dir, f'test_{i}.png'))
+        labels.append(int(info['gt_label']))
+        cv2.imwrite(images[-1], info['img'])
+    convert, snippet = export_commands(run_dir, checkpoint, out_dir, images[0])
+    print(
+        f'\n[demo] The deliverable: the CRD+KD student of {display_path(run_dir)} as a '
+        'standalone model. Export it:'
+    )
+    print(f'  {convert}')
+    tool = [
+        sys.executable,
+        osp.join(REPO_ROOT, 'tools', 'model_converters', 'convert_to_student.py'),
+        osp.join(run_dir, osp.basename(EXPORT_CONFIG)),
+        checkpoint,
+        out_dir,
+        '--name',
+        EXPORT_NAME,
+    ]
+    done = subprocess.run(tool, cwd=os.getcwd(), env=tool_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f'[demo] exporting the student failed:\n{done.stdout}{done.stderr}')
+    print('Load it with mmpretrain and classify an image (3 lines of Python):')
+    print('\n'.join(f'  {line}' for line in snippet.splitlines()))
+    from mmengine.registry import DefaultScope
+    from mmpretrain import ImageClassificationInferencer
+
+    student = osp.join(out_dir, EXPORT_NAME)
+    # mmpretrain's scope, as in the user's fresh process (a Runner of this process sets its own)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer(
+            f'{student}.py', pretrained=f'{student}.pth', device='cpu'
+        )
+        results = inferencer(images)
+    print()  # after the inferencer's progress bar
+    print(f'Its predictions for the first {num_examples} test digits:')
+    width = max(len(display_path(image)) for image in images)
+    print(f'  {"image":<{width}}  label  predicted  score')
+    for image, label, result in zip(images, labels, results):
+        print(
+            f'  {display_path(image):<{width}}  {label:>5}  {result["pred_class"]:>9}  '
+            f'{result["pred_score"]:.2f}'
+        )
+    return list(zip(images, labels, results))
+
+
 def main():
     args = parse_args()
     work_root = osp.abspath(args.work_dir)
@@ -549,7 +676,10 @@ def main():
     if args.smoke:
         title = f'Smoke run (1 epoch, data subsets): top-1 on 64 test images, seeds {seed_text}'
     else:
-        title = f'Top-1 accuracy on the digits test split (364 images) after the last epoch, seeds {seed_text}'
+        title = (
+            'Top-1 accuracy on the digits test split (364 images) after the last epoch, '
+            f'seeds {seed_text}'
+        )
     probes = None
     if args.frontier:
         probes = {}
@@ -561,13 +691,14 @@ def main():
                 )
     print('\n' + format_table(rows, seeds, results, title, probes))
     print(
-        'mean +- sample standard deviation over the seeds; "vs student alone": difference of the means '
-        '(points) from the student trained alone on the same view; time: wall time of a training run '
-        '(runs train in parallel)'
+        'mean +- sample standard deviation over the seeds; "vs student alone": difference of the '
+        'means (points) from the student trained alone on the same view; time: wall time of a '
+        'training run (runs train in parallel)'
     )
     if probes is not None:
         print(
-            f'linear probe: top-1 of a linear classifier trained for {1 if args.smoke else PROBE_EPOCHS} '
+            'linear probe: top-1 of a linear classifier trained for '
+            f'{1 if args.smoke else PROBE_EPOCHS} '
             'epoch(s) on the frozen features of each network, on the digits rotated by 90 degrees '
             f'({PROBE}; {PROBE_4PX} for the 4x4 students), per seed'
         )
@@ -576,6 +707,13 @@ def main():
     print(f'Bar chart: {chart}')
     if not args.frontier:
         draw_pictures(picture_commands(results, seeds[0], work_root), work_root)
+        deliverable = results[EXPORT_CONFIG, seeds[0]]
+        if deliverable.checkpoint and deliverable.diverged_at is None:
+            export_and_predict(
+                osp.join(work_root, f'seed{seeds[0]}', run_name(EXPORT_CONFIG)),
+                deliverable.checkpoint,
+                osp.join(work_root, 'student'),
+            )
     print(f'Total wall time: {time.time() - start:.0f} s')
     diverged = [
         (row.label, seed) for row in rows for seed in seeds if results[row.config, seed].diverged_at

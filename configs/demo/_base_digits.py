@@ -91,6 +91,8 @@ default_hooks = dict(
     # only the final checkpoint, epoch_{max_epochs}.pth
     checkpoint=dict(type='CheckpointHook', interval=-1, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # a NaN/inf loss stops the run at that iteration, naming the terms
+    stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'),
 )
 
 env_cfg = dict(

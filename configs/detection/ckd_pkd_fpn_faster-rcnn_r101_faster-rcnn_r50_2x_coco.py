@@ -29,3 +29,7 @@ model = dict(
         ),
     ),
 )
+
+# a NaN/inf loss stops the run at that iteration, naming the terms (added to
+# the base's default_hooks, as in every crd_mm recipe)
+default_hooks = dict(stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'))

@@ -52,3 +52,7 @@ model = dict(
 # Builds the banks (one row per training image), updates them after every step and
 # keeps them in checkpoints.
 custom_hooks = [dict(type='CRDMemoryBankHook')]
+
+# a NaN/inf loss stops the run at that iteration, naming the terms (added to
+# the base's default_hooks, as in every crd_mm recipe)
+default_hooks = dict(stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'))

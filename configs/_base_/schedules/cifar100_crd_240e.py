@@ -21,6 +21,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # a NaN/inf loss stops the run at that iteration, naming the terms
+    stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'),
 )
 
 env_cfg = dict(

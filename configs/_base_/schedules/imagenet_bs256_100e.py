@@ -8,4 +8,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+default_hooks = dict(
+    checkpoint=dict(max_keep_ckpts=3),
+    # a NaN/inf loss stops the run at that iteration, naming the terms
+    stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'),
+)
