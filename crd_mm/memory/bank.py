@@ -17,6 +17,8 @@ import torch
 from mmengine import dist
 from mmengine.logging import print_log
 
+from .base import BANK, MEMORIES, BaseContrastMemory
+
 NEGATIVE_SAMPLING_MODES = ('class_exact', 'uniform')
 INIT_CHUNKS = 16
 POSITIVE_MODES = ('exact', 'relax')
@@ -182,7 +184,8 @@ class Contrast(NamedTuple):
     noise_size: int
 
 
-class ContrastMemoryBank:
+@MEMORIES.register_module()
+class ContrastMemoryBank(BaseContrastMemory):
     """Student and teacher embedding banks of one loss, as in CRD (Tian et al., ICLR 2020).
 
     Args:
@@ -226,6 +229,21 @@ class ContrastMemoryBank:
         self.labels = None
         if labels is not None:
             self._index_classes(labels)
+
+    kind = BANK
+
+    @classmethod
+    def from_spec(cls, spec, num_samples, labels, device, dtype, seed):
+        """A bank of ``num_samples`` rows of ``spec['feat_dim']``, momentum ``spec['momentum']``."""
+        return cls(
+            num_samples,
+            spec['feat_dim'],
+            spec['momentum'],
+            labels=labels,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+        )
 
     def _uniform_rows(self, stream: int) -> torch.Tensor:
         """CRD's initial rows (:func:`initial_rows`), identical on every rank and device."""
@@ -459,6 +477,7 @@ class ContrastMemoryBank:
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
         return dict(
+            kind=self.kind,
             num_samples=self.num_samples,
             feat_dim=self.feat_dim,
             seed=self.seed,
@@ -494,16 +513,16 @@ class MemoryBankClient:
     DDP-wrapped model's state, broadcasts or ``state_dict``.
     """
 
-    memory_bank: Optional[ContrastMemoryBank] = None
+    memory_bank: Optional[BaseContrastMemory] = None
 
     def bank_requirements(self) -> dict:
         """What the hook needs to build this loss's bank: feat_dim, momentum, needs_labels."""
         raise NotImplementedError
 
-    def attach_memory_bank(self, bank: ContrastMemoryBank):
+    def attach_memory_bank(self, bank: BaseContrastMemory):
         self.memory_bank = bank
 
-    def require_memory_bank(self) -> ContrastMemoryBank:
+    def require_memory_bank(self) -> BaseContrastMemory:
         if self.memory_bank is None:
             raise RuntimeError(
                 f'{type(self).__name__} needs a memory bank, which CRDMemoryBankHook owns: add '

@@ -9,10 +9,9 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from .bank import ContrastMemoryBank, MemoryBankClient
+from .bank import MemoryBankClient
+from .base import BaseContrastMemory, build_memory, memory_type
 from .dataset_rows import dataset_rows
-from .queue import ContrastQueue
-from .sharded import ShardedMemoryBank
 
 CHECKPOINT_KEY = 'crd_memory_banks'
 WORLD_SIZE_KEY = 'crd_memory_world_size'
@@ -35,7 +34,7 @@ def shared_seed(runner, configured: Optional[int], device) -> int:
     return int(seed.item())
 
 
-def check_ranks_agree(banks: Dict[str, 'ContrastMemoryBank'], when: str) -> None:
+def check_ranks_agree(banks: Dict[str, BaseContrastMemory], when: str) -> None:
     """Raise if any rank's banks differ from the others' (a cheap checksum, one all-reduce)."""
     if dist.get_world_size() == 1 or not banks:
         return
@@ -150,7 +149,7 @@ class CRDMemoryBankHook(Hook):
         self._gathered: Dict[
             str, Optional[dict]
         ] = {}  # sharded banks' whole state, prepared for a save
-        self.banks: Dict[str, ContrastMemoryBank] = {}
+        self.banks: Dict[str, BaseContrastMemory] = {}
         self._resumed_state: Optional[dict] = None
 
     @staticmethod
@@ -185,17 +184,24 @@ class CRDMemoryBankHook(Hook):
                     f'{name} samples by class but the training set ({type(dataset).__name__}) has '
                     "no get_gt_labels(); set negative_sampling='uniform' and positive='exact'"
                 )
-            bank = self._build_memory(
-                spec, num_samples, labels if spec['needs_labels'] else None, device, seed + ordinal
+            bank = build_memory(
+                spec,
+                self.shard_banks,
+                num_samples,
+                labels if spec['needs_labels'] else None,
+                device,
+                self.bank_dtype,
+                seed + ordinal,
             )
             client.attach_memory_bank(bank)
             self.banks[name] = bank
         if self.shard_banks and not any(
-            isinstance(b, ShardedMemoryBank) for b in self.banks.values()
+            memory_type(c.bank_requirements(), True) == 'ShardedMemoryBank'
+            for c in clients.values()
         ):
             raise ValueError(
-                'CRDMemoryBankHook(shard_banks=True) has no bank to shard: every loss uses '
-                "memory='queue'; drop shard_banks"
+                'CRDMemoryBankHook(shard_banks=True) has no bank to shard: no loss uses '
+                "memory='bank'; drop shard_banks"
             )
         if self._resumed_state is not None:
             self._restore(self._resumed_state)
@@ -209,36 +215,13 @@ class CRDMemoryBankHook(Hook):
             logger='current',
         )
 
-    def _build_memory(self, spec: dict, num_samples: int, labels, device, seed: int):
-        """A loss's memory: a queue if it asks for one, else a (sharded or replicated) bank."""
-        if spec.get('memory', 'bank') == 'queue':
-            return ContrastQueue(
-                num_samples,
-                spec['queue_size'],
-                spec['feat_dim'],
-                labels=labels,
-                device=device,
-                dtype=self.bank_dtype,
-                seed=seed,
-            )
-        bank_type = ShardedMemoryBank if self.shard_banks else ContrastMemoryBank
-        return bank_type(
-            num_samples,
-            spec['feat_dim'],
-            spec['momentum'],
-            labels=labels,
-            device=device,
-            dtype=self.bank_dtype,
-            seed=seed,
-        )
-
     def _gather_for_checkpoint(self, runner, event: str) -> None:
         """Before a scheduled (rank-0-only) save, gather sharded banks on rank 0. Collective."""
         if checkpoint_due(runner, event):
             self._gathered = {
                 name: bank.state_dict()
                 for name, bank in self.banks.items()
-                if isinstance(bank, ShardedMemoryBank)
+                if bank.collective_state
             }
 
     def after_train_epoch(self, runner) -> None:
@@ -265,9 +248,7 @@ class CRDMemoryBankHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.banks:
             states = {
-                name: self._gathered.get(name)
-                if isinstance(bank, ShardedMemoryBank)
-                else bank.state_dict()
+                name: self._gathered.get(name) if bank.collective_state else bank.state_dict()
                 for name, bank in self.banks.items()
             }
             self._gathered = {}
@@ -319,11 +300,12 @@ class CRDMemoryBankHook(Hook):
                 f'{sorted(state)}. Resume from a checkpoint of the same config.'
             )
         for name, bank in self.banks.items():
-            if ('queue_size' in state[name]) != isinstance(bank, ContrastQueue):
+            saved_kind = bank.state_kind(state[name])
+            if saved_kind != bank.kind:
                 raise ValueError(
-                    f"the resumed checkpoint's memory for '{name}' is a "
-                    f"{'queue' if 'queue_size' in state[name] else 'bank'} but this config's loss "
-                    'uses the other kind (CRDLoss memory=): resume with the same config'
+                    f"the resumed checkpoint's memory for '{name}' is a {saved_kind!r} but this "
+                    f"config's loss uses a {bank.kind!r} (the loss's memory= option): resume with "
+                    'the same config'
                 )
             bank.load_state_dict(state[name], name=f"memory bank '{name}'")
         saved_world_size = checkpoint.get(WORLD_SIZE_KEY)

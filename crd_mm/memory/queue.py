@@ -16,9 +16,11 @@ from .bank import (
     gathered_updates,
     initial_rows,
 )
+from .base import MEMORIES, QUEUE, BaseContrastMemory
 
 
-class ContrastQueue:
+@MEMORIES.register_module()
+class ContrastQueue(BaseContrastMemory):
     """The Q most recent student and teacher embeddings of all ranks, in a ring buffer.
 
     The buffer is identical on every rank.
@@ -50,6 +52,7 @@ class ContrastQueue:
         seed (int): seeds the initial entries.
     """
 
+    kind = QUEUE
     check_indices = ContrastMemoryBank.check_indices  # same rules, on num_samples and labels
     check_labels = ContrastMemoryBank.check_labels
 
@@ -83,6 +86,19 @@ class ContrastQueue:
             else torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
         )
         self._staged = []
+
+    @classmethod
+    def from_spec(cls, spec, num_samples, labels, device, dtype, seed):
+        """A queue of ``spec['queue_size']`` entries of ``spec['feat_dim']``."""
+        return cls(
+            num_samples,
+            spec['queue_size'],
+            spec['feat_dim'],
+            labels=labels,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+        )
 
     def reseed(self, iteration: int):
         """Nothing is sampled: every queued entry is a negative."""
@@ -192,6 +208,7 @@ class ContrastQueue:
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
         return dict(
+            kind=self.kind,
             num_samples=self.num_samples,
             queue_size=self.queue_size,
             feat_dim=self.feat_dim,

@@ -20,6 +20,7 @@ from .bank import (
     initial_rows,
     momentum_update,
 )
+from .base import MEMORIES
 
 # rows per rank moved at once when a checkpoint gathers the whole banks on rank 0
 CHECKPOINT_CHUNK_ROWS = 1 << 16
@@ -30,6 +31,7 @@ def shard_bounds(num_samples: int, world_size: int) -> torch.Tensor:
     return torch.tensor([r * num_samples // world_size for r in range(world_size + 1)])
 
 
+@MEMORIES.register_module()
 class ShardedMemoryBank(ContrastMemoryBank):
     """A :class:`ContrastMemoryBank` whose rows are split across the ranks of the default group.
 
@@ -46,6 +48,8 @@ class ShardedMemoryBank(ContrastMemoryBank):
     W times that received); :meth:`apply_staged` sends what the replicated bank
     sends (the batch's indices and embeddings) plus one all-reduce of 3 numbers.
     """
+
+    collective_state = True  # state_dict gathers every rank's rows on rank 0
 
     def __init__(
         self,
@@ -178,6 +182,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
         if self.rank != 0:
             return None
         return dict(
+            kind=self.kind,
             num_samples=self.num_samples,
             feat_dim=self.feat_dim,
             seed=self.seed,

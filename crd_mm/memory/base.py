@@ -1,0 +1,116 @@
+"""The one interface every contrastive memory implements, and the registry the hook builds from.
+
+As mmengine's ``BaseAveragedModel`` is to ``EMAHook``, :class:`BaseContrastMemory` is to
+``CRDMemoryBankHook``: the hook only calls the methods declared here, and builds each
+loss's memory from the ``MEMORIES`` registry by the type its loss asks for, so a new
+memory (a pixel queue for segmentation, say) is a registered subclass and needs no change
+to the hook.
+"""
+
+from abc import ABCMeta, abstractmethod
+from typing import Dict, Optional
+
+import torch
+from mmengine.registry import Registry
+
+MEMORIES = Registry('contrast memory', locations=['crd_mm.memory'])
+
+# What a loss's ``bank_requirements()['memory']`` names, for the two built-in kinds; any
+# other value is taken as a type registered in MEMORIES.
+BANK, QUEUE = 'bank', 'queue'
+
+
+class BaseContrastMemory(metaclass=ABCMeta):
+    """Training state of one contrastive loss, kept identical on every rank by the hook.
+
+    Subclasses are registered in :data:`MEMORIES` and built by
+    :meth:`from_spec`. The hook calls, in a training iteration,
+    :meth:`reseed` before the forward pass and :meth:`apply_staged` after it
+    (a collective: every rank applies every rank's staged entries), compares
+    :meth:`fingerprint` across ranks after building and resuming, and writes
+    :meth:`state_dict` into checkpoints (restored by :meth:`load_state_dict`
+    only when the runner resumes).
+
+    Attributes:
+        kind (str): names the state format in checkpoints; a resume refuses a
+            checkpoint whose memory for a loss is of another kind.
+        collective_state (bool): whether :meth:`state_dict` is a collective that
+            every rank must call (a sharded memory gathering its rows); the hook
+            then calls it on every rank just before ``CheckpointHook`` saves on
+            rank 0. Defaults to False.
+        normalizers (Tensor, optional): NCE constants (Z_student, Z_teacher) to
+            log, or None.
+    """
+
+    kind: str = ''
+    collective_state: bool = False
+    normalizers: Optional[torch.Tensor] = None
+
+    @classmethod
+    @abstractmethod
+    def from_spec(
+        cls, spec: dict, num_samples: int, labels, device, dtype: torch.dtype, seed: int
+    ) -> 'BaseContrastMemory':
+        """Build the memory a loss's ``bank_requirements()`` spec asks for.
+
+        Args:
+            spec (dict): the loss's requirements (``feat_dim``, ``momentum``,
+                ``queue_size``, ... as the memory needs).
+            num_samples (int): rows of the training set (distinct samples).
+            labels (np.ndarray, optional): one class per row when the spec has
+                ``needs_labels``, else None.
+            device: the model's device.
+            dtype (torch.dtype): storage dtype of the embeddings.
+            seed (int): identical on every rank.
+        """
+
+    @abstractmethod
+    def reseed(self, iteration: int) -> None:
+        """Seed this iteration's sampling (identical on a resumed run)."""
+
+    @abstractmethod
+    def apply_staged(self) -> Dict[str, float]:
+        """Apply every rank's staged entries on every rank; returns health scalars to log."""
+
+    @abstractmethod
+    def fingerprint(self) -> torch.Tensor:
+        """A float64 checksum of the state, to check that all ranks agree with one all-reduce."""
+
+    @abstractmethod
+    def state_dict(self) -> Optional[dict]:
+        """The state to checkpoint (None on ranks other than 0 for a collective state)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict, name: str = 'memory') -> None:
+        """Restore :meth:`state_dict`'s output exactly; ``name`` goes into error messages."""
+
+    @staticmethod
+    def state_kind(state: dict) -> str:
+        """The kind of a checkpointed state (states written before ``kind`` existed included)."""
+        return state.get('kind') or (QUEUE if 'queue_size' in state else BANK)
+
+
+def memory_type(spec: dict, shard_banks: bool) -> str:
+    """The registered type of a loss's memory: its ``memory`` key, 'bank'/'queue' aliased."""
+    requested = spec.get('memory', BANK)
+    if requested == BANK:
+        return 'ShardedMemoryBank' if shard_banks else 'ContrastMemoryBank'
+    if requested == QUEUE:
+        return 'ContrastQueue'
+    return requested
+
+
+def build_memory(
+    spec: dict, shard_banks: bool, num_samples: int, labels, device, dtype, seed: int
+) -> BaseContrastMemory:
+    """Build a loss's memory from :data:`MEMORIES`; an unknown type names the registered ones."""
+    name = memory_type(spec, shard_banks)
+    memory_cls = MEMORIES.get(name)
+    if memory_cls is None:
+        raise KeyError(
+            f'no contrast memory is registered as {name!r} '
+            f"(a loss's memory={spec.get('memory')!r}); registered: "
+            f'{sorted(MEMORIES.module_dict)}. Register it with '
+            '@MEMORIES.register_module() from crd_mm.memory.base.'
+        )
+    return memory_cls.from_spec(spec, num_samples, labels, device, dtype, seed)
