@@ -3,7 +3,7 @@
 # ../../_base_/models/cifar_ckd_distill.py. The CKD authors' settings for
 # this pair: w = 100, T = 1, batch 64, lr 0.01 (ZhouXinzzzzz/CKD,
 # configs/cifar100/ckd/res32x4_shuv2.yaml).
-_base_ = '../../_base_/recipes/cifar100_ckd.py'
+_base_ = '../../_base_/recipes/cifar100_ckd_mobile_student.py'
 
 model = dict(
     architecture=_base_.cifar_networks.shufflenetv2,
@@ -11,5 +11,3 @@ model = dict(
     teacher_ckpt='work_dirs/resnet32x4_cifar100/epoch_240.pth',
     distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))),
 )
-
-optim_wrapper = dict(optimizer=dict(lr=0.01))

@@ -3,7 +3,7 @@
 # ../../_base_/models/cifar_ckd_distill.py. The CKD authors' settings for
 # this pair: w = 50, T = 2, batch 32, lr 0.01 (ZhouXinzzzzz/CKD,
 # configs/cifar100/ckd/vgg13_mv2.yaml).
-_base_ = '../../_base_/recipes/cifar100_ckd.py'
+_base_ = '../../_base_/recipes/cifar100_ckd_mobile_student.py'
 
 model = dict(
     architecture=_base_.cifar_networks.mobilenetv2,
@@ -12,5 +12,4 @@ model = dict(
     distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=50.0, temperature=2.0))),
 )
 
-optim_wrapper = dict(optimizer=dict(lr=0.01))
 train_dataloader = dict(batch_size=32)

@@ -3,7 +3,7 @@
 # ../../_base_/models/cifar_ckd_distill.py. The CKD authors' settings for
 # this pair: w = 100, T = 1, batch 32, lr 0.01 (ZhouXinzzzzz/CKD,
 # configs/cifar100/ckd/wrn40_2_shuv1.yaml).
-_base_ = '../../_base_/recipes/cifar100_ckd.py'
+_base_ = '../../_base_/recipes/cifar100_ckd_mobile_student.py'
 
 model = dict(
     architecture=_base_.cifar_networks.shufflenetv1,
@@ -12,5 +12,4 @@ model = dict(
     distiller=dict(distill_losses=dict(loss_ckd=dict(loss_weight=100.0, temperature=1.0))),
 )
 
-optim_wrapper = dict(optimizer=dict(lr=0.01))
 train_dataloader = dict(batch_size=32)

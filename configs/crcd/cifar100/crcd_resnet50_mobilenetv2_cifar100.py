@@ -1,7 +1,7 @@
 # CRCD, ResNet50 -> MobileNetV2 on CIFAR-100 (paper's number: not retrieved).
 # CE 1.0 + KD 0.9 + feature and gradient relations 1.0 each, stopped for
 # the last 10 of 250 epochs, see ../../_base_/models/cifar_crcd_distill.py.
-_base_ = '../../_base_/recipes/cifar100_crcd.py'
+_base_ = '../../_base_/recipes/cifar100_crcd_mobile_student.py'
 
 model = dict(
     architecture=_base_.cifar_networks.mobilenetv2,
@@ -12,6 +12,3 @@ model = dict(
         distill_losses=dict(loss_crcd_grad=dict(student_channels=1280, teacher_channels=2048)),
     ),
 )
-
-# the authors train MobileNetV2 / ShuffleNet students with lr 0.01
-optim_wrapper = dict(optimizer=dict(lr=0.01))

@@ -1,7 +1,7 @@
 # DCD, ResNet50 -> MobileNetV2 on CIFAR-100 (paper's top-1: 67.39).
 # CE 1.0 + DCD 1.0 (alpha 0, beta 1), see
 # ../../_base_/models/cifar_dcd_distill.py; the CRD paper's 240-epoch schedule.
-_base_ = '../../_base_/recipes/cifar100_dcd.py'
+_base_ = '../../_base_/recipes/cifar100_dcd_mobile_student.py'
 
 model = dict(
     architecture=_base_.cifar_networks.mobilenetv2,
@@ -9,6 +9,3 @@ model = dict(
     teacher_ckpt='work_dirs/resnet50_cifar100/epoch_240.pth',
     distiller=dict(connectors=dict(crd_s=dict(dim_in=1280), crd_t=dict(dim_in=2048))),
 )
-
-# the authors train MobileNetV2 / ShuffleNet students with lr 0.01
-optim_wrapper = dict(optimizer=dict(lr=0.01))
