@@ -552,6 +552,114 @@ def plot_results(
     plt.close(fig)
 
 
+# The deliverable: seed 0's CRD+KD student, exported and reloaded as a user would.
+EXPORT_CONFIG = 'configs/demo/crd_kd.py'
+EXPORT_NAME = 'crd_kd_student'
+NUM_EXAMPLES = 8
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the current directory when it lies below it, else as given."""
+    relative = osp.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
+def export_commands(run_dir: str, checkpoint: str, out_dir: str, image: str) -> Tuple[str, str]:
+    """The convert command and the 3-line Python inference snippet a user types for this run."""
+    config = display_path(osp.join(run_dir, osp.basename(EXPORT_CONFIG)))
+    out = display_path(out_dir)
+    convert = shlex.join(
+        [
+            'python',
+            'tools/model_converters/convert_to_student.py',
+            config,
+            display_path(checkpoint),
+            out,
+            '--name',
+            EXPORT_NAME,
+        ]
+    )
+    student = osp.join(out, EXPORT_NAME)
+    snippet = '\n'.join(
+        [
+            'from mmpretrain import ImageClassificationInferencer',
+            f"inferencer = ImageClassificationInferencer('{student}.py', "
+            f"pretrained='{student}.pth', device='cpu')",
+            f"print(inferencer('{display_path(image)}')[0]['pred_class'])",
+        ]
+    )
+    return convert, snippet
+
+
+def export_and_predict(
+    run_dir: str, checkpoint: str, out_dir: str, num_examples: int = NUM_EXAMPLES
+) -> List[Tuple[str, int, dict]]:
+    """Export a CRD+KD run's student with the convert tool, then predict test digits with it.
+
+    The student's config and checkpoint go to ``out_dir`` through
+    ``tools/model_converters/convert_to_student.py`` (the run's dumped
+    config, as a user would convert it); the first ``num_examples`` test
+    digits are written there as PNGs and classified by mmpretrain's
+    ``ImageClassificationInferencer`` loaded from the exported pair. Prints
+    both commands and every digit's label next to its prediction; returns
+    (image, label, inferencer result) per digit.
+    """
+    import cv2
+
+    import crd_mm  # noqa: F401  (registers SklearnDigits)
+    from crd_mm.datasets import SklearnDigits
+
+    digits_dir = osp.join(out_dir, 'digits')
+    os.makedirs(digits_dir, exist_ok=True)
+    test_split = SklearnDigits(split='test', pipeline=[])
+    images, labels = [], []
+    for i in range(num_examples):
+        info = test_split.get_data_info(i)
+        images.append(osp.join(digits_dir, f'test_{i}.png'))
+        labels.append(int(info['gt_label']))
+        cv2.imwrite(images[-1], info['img'])
+    convert, snippet = export_commands(run_dir, checkpoint, out_dir, images[0])
+    print(
+        f'\n[demo] The deliverable: the CRD+KD student of {display_path(run_dir)} as a '
+        'standalone model. Export it:'
+    )
+    print(f'  {convert}')
+    tool = [
+        sys.executable,
+        osp.join(REPO_ROOT, 'tools', 'model_converters', 'convert_to_student.py'),
+        osp.join(run_dir, osp.basename(EXPORT_CONFIG)),
+        checkpoint,
+        out_dir,
+        '--name',
+        EXPORT_NAME,
+    ]
+    done = subprocess.run(tool, cwd=os.getcwd(), env=tool_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f'[demo] exporting the student failed:\n{done.stdout}{done.stderr}')
+    print('Load it with mmpretrain and classify an image (3 lines of Python):')
+    print('\n'.join(f'  {line}' for line in snippet.splitlines()))
+    from mmengine.registry import DefaultScope
+    from mmpretrain import ImageClassificationInferencer
+
+    student = osp.join(out_dir, EXPORT_NAME)
+    # mmpretrain's scope, as in the user's fresh process (a Runner of this process sets its own)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer(
+            f'{student}.py', pretrained=f'{student}.pth', device='cpu'
+        )
+        results = inferencer(images)
+    print()  # after the inferencer's progress bar
+    print(f'Its predictions for the first {num_examples} test digits:')
+    width = max(len(display_path(image)) for image in images)
+    print(f'  {"image":<{width}}  label  predicted  score')
+    for image, label, result in zip(images, labels, results):
+        print(
+            f'  {display_path(image):<{width}}  {label:>5}  {result["pred_class"]:>9}  '
+            f'{result["pred_score"]:.2f}'
+        )
+    return list(zip(images, labels, results))
+
+
 def main():
     args = parse_args()
     work_root = osp.abspath(args.work_dir)
@@ -599,6 +707,13 @@ def main():
     print(f'Bar chart: {chart}')
     if not args.frontier:
         draw_pictures(picture_commands(results, seeds[0], work_root), work_root)
+        deliverable = results[EXPORT_CONFIG, seeds[0]]
+        if deliverable.checkpoint and deliverable.diverged_at is None:
+            export_and_predict(
+                osp.join(work_root, f'seed{seeds[0]}', run_name(EXPORT_CONFIG)),
+                deliverable.checkpoint,
+                osp.join(work_root, 'student'),
+            )
     print(f'Total wall time: {time.time() - start:.0f} s')
     diverged = [
         (row.label, seed) for row in rows for seed in seeds if results[row.config, seed].diverged_at

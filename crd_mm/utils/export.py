@@ -206,7 +206,8 @@ def student_config(cfg: Config) -> Config:
     a cross-modal distiller's pipelines lose the teacher's view
     (``TeacherView`` and its ``PackInputs`` key). ``val_cfg``/``test_cfg``
     become plain loops (the distillers' loops also score teachers). No
-    teacher, distiller, training loop, optimizer or custom hook remains;
+    teacher, distiller, training loop, optimizer or custom hook remains, nor
+    crd_mm's training hooks in ``default_hooks`` (``StopOnNonFiniteLossHook``);
     ``custom_imports`` imports crd_mm only if the student, its data or its
     evaluator use a module crd_mm registers (e.g. the CIFAR backbones).
     """
@@ -232,7 +233,14 @@ def student_config(cfg: Config) -> Config:
     for key in ('tta_model', 'tta_pipeline'):
         if cfg.get(key) is not None:
             out[key] = _plain(cfg[key])
-    if _type_names(out) & _crd_mm_names():
+    ours = _crd_mm_names()
+    if isinstance(out.get('default_hooks'), dict):  # crd_mm's hooks act in training only
+        out['default_hooks'] = {
+            k: v
+            for k, v in out['default_hooks'].items()
+            if not (isinstance(v, dict) and _type_name(v) in ours)
+        }
+    if _type_names(out) & ours:
         out = dict(custom_imports=dict(imports=['crd_mm'], allow_failed_imports=False), **out)
     return Config(out)
 
