@@ -13,7 +13,10 @@ student alone and the student distilled from that teacher by each method
 ``tools/train.py`` command of every run. At the end a table gives each row's
 top-1 accuracy on the test split (the last validation of each run), mean +-
 standard deviation over the seeds, and a bar chart of it is written next to
-the runs (``results.png``).
+the runs (``results.png``). Last, the first seed's CRD+KD student is exported
+(``tools/model_converters/convert_to_student.py``) into ``<work-dir>/student``
+and classifies a few test digits through mmpretrain's
+``ImageClassificationInferencer``: the deliverable of distillation.
 
 ``--frontier`` runs CRD's two other jobs instead (one seed by default): a
 second teacher (WRN-16-2) and the student distilled from both teachers at once
