@@ -199,8 +199,9 @@ class PixelQueue(BaseContrastMemory):
     # ---------------------------------------------------------------- updates
     def stage(self, classes: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):
         """Keep this rank's pixel embeddings (n, D) and their classes (n,) until applied."""
+        dtype = torch.promote_types(self.dtype, torch.float32)
         self._staged.append(
-            (classes.detach().long(), student.detach().float(), teacher.detach().float())
+            (classes.detach().long(), student.detach().to(dtype), teacher.detach().to(dtype))
         )
 
     def apply_staged(self) -> Dict[str, float]:
@@ -213,7 +214,8 @@ class PixelQueue(BaseContrastMemory):
             rows = torch.cat([torch.cat([s, t], 1) for _, s, t in self._staged]).to(self.device)
         else:
             classes = torch.zeros(0, dtype=torch.long, device=self.device)
-            rows = torch.zeros(0, 2 * self.feat_dim, device=self.device)
+            dtype = torch.promote_types(self.dtype, torch.float32)
+            rows = torch.zeros(0, 2 * self.feat_dim, device=self.device, dtype=dtype)
         self._staged = []
         classes = torch.cat(all_gather_varying(classes))
         rows = torch.cat(all_gather_varying(rows))
@@ -385,7 +387,7 @@ class CIRKDMemory(BaseContrastMemory):
     # ---------------------------------------------------------------- updates
     def stage(self, teacher: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255):
         """Choose this rank's entries from unit teacher maps (B, D, H, W) and labels (B, H, W)."""
-        teacher = teacher.detach().float()
+        teacher = teacher.detach().to(torch.promote_types(self.dtype, torch.float32))
         flat = teacher.flatten(2)
         regions, region_cls, pixels, sizes, pixel_cls = [], [], [], [], []
         for image in range(labels.shape[0]):
