@@ -251,8 +251,8 @@ def _remove_after_saving(method):
 
     @functools.wraps(method)
     def wrapper(self, runner, *args, **kwargs):
-        backend = self.file_backend
-        if 'remove' in vars(backend):  # inside another wrapped call: it removes at its end
+        backend = getattr(self, 'file_backend', None)  # set in before_train: none in val/test
+        if backend is None or 'remove' in vars(backend):  # nested: the outer call removes
             return method(self, runner, *args, **kwargs)
         real = {name: getattr(backend, name) for name in ('remove', 'rmtree')}
         outdated = []

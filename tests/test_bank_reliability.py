@@ -1,4 +1,7 @@
-"""The bank engine is never silently wrong: fresh vs resumed banks, seeds, sampling statistics, half precision."""
+"""The bank engine is never silently wrong.
+
+Fresh vs resumed banks, seeds, sampling statistics, half precision.
+"""
 
 import glob
 import math
@@ -19,7 +22,7 @@ BANK = 'distiller.distill_losses.loss_crd'
 
 
 class BankSnapshot(Hook):
-    """Records the banks as training starts (after CRDMemoryBankHook has built and restored them)."""
+    """Records the banks as training starts (after CRDMemoryBankHook built and restored them)."""
 
     priority = 'LOW'
 
@@ -68,7 +71,8 @@ def test_load_from_starts_fresh_banks_and_only_resume_restores_them(make_imagefo
         in log_text(runner)
     )
 
-    # load_from into a run on another training set works (the banks are not restored, so no size clash)
+    # load_from into a run on another training set works (the banks are not restored, so no
+    # size clash)
     bigger = make_imagefolder(tmp_path / 'bigger', num_classes=3, per_class=5)
     cfg = crd_config(bigger, tmp_path / 'other_data', max_epochs=1)
     cfg.load_from = checkpoint
@@ -84,7 +88,7 @@ def test_load_from_starts_fresh_banks_and_only_resume_restores_them(make_imagefo
 
 
 def test_initial_rows_do_not_depend_on_threads_or_device():
-    """Drawn on the CPU in fixed chunks: the same seed gives the same rows with 1 or 2 threads and on a GPU."""
+    """Drawn on the CPU in fixed chunks: one seed, same rows with 1 or 2 threads and on a GPU."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -106,7 +110,7 @@ def test_initial_rows_do_not_depend_on_threads_or_device():
 def test_class_exact_negatives_are_uniform_over_the_other_classes_on_unbalanced_labels(
     anchor_class,
 ):
-    """Chi-square goodness of fit: every other-class sample equally likely, own class never drawn."""
+    """Chi-square goodness of fit: other-class samples equally likely, own class never drawn."""
     counts = [7, 1, 23, 4, 12]  # unbalanced, classes interleaved in the dataset order
     rng = np.random.default_rng(0)
     labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))

@@ -178,7 +178,7 @@ class _Hostile:
 
 
 class _HostileGetattr:
-    """Pickles into getattr(codecs.encode, '__globals__'): what a plain getattr allow-list would open."""
+    """Pickles into getattr(codecs.encode, '__globals__'): what a plain getattr allow-list opens."""
 
     def __reduce__(self):
         import codecs

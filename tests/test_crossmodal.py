@@ -1,4 +1,6 @@
-"""Cross-modal transfer: TeacherView + CrossModalDistill + CrossModalDistillValLoop with real Runners.
+"""Cross-modal transfer: TeacherView + CrossModalDistill + CrossModalDistillValLoop.
+
+All with real Runners.
 
 The teacher sees the L channel of CIE Lab at the image's full 32x32 size, the
 student the ab channels at 16x16. What reaches each network is recorded by
@@ -35,7 +37,7 @@ STUDENT_VIEW = [
 
 
 def crossmodal_config(data_root, work_dir, teacher_branch=TEACHER_BRANCH, validate=True):
-    """The tiny CRD distiller of tiny_configs as CrossModalDistill: teacher on L (32x32), student on ab (16x16)."""
+    """The tiny CRD distiller as CrossModalDistill: teacher on L (32x32), student on ab (16x16)."""
     cfg = distill_config(data_root, work_dir, crd_distiller({}), max_epochs=1, batch_size=4)
     model = cfg.model
     model.type = 'CrossModalDistill'
@@ -91,7 +93,8 @@ def test_teacher_and_student_receive_their_own_views(imagefolder, tmp_path):
         samples = args[1] if len(args) > 1 else kwargs.get('data_samples')
         paths[:] = [s.img_path for s in samples]
 
-    # the distiller passes (inputs, data_samples) to each network; the paths tie a batch to its files
+    # the distiller passes (inputs, data_samples) to each network; the paths tie a batch to its
+    # files
     model.student.register_forward_pre_hook(remember_paths, with_kwargs=True)
     model.teacher.register_forward_pre_hook(remember_paths, with_kwargs=True)
     model.teacher.backbone.register_forward_pre_hook(record('teacher'))
@@ -102,7 +105,7 @@ def test_teacher_and_student_receive_their_own_views(imagefolder, tmp_path):
     student = [s for s in seen if s[0] == 'student']
     # 8 images: 2 training steps and one validation pass of 2 batches, for each network
     assert len(teacher) == len(student) == 4
-    for name, training, batch, batch_paths in seen:
+    for name, _training, batch, batch_paths in seen:
         assert batch.shape == ((4, 1, 32, 32) if name == 'teacher' else (4, 2, 16, 16))
         for row, path in zip(batch, batch_paths):
             expected = expected_views(path)[0 if name == 'teacher' else 1]
@@ -241,8 +244,11 @@ def test_colour_transforms():
     ],
 )
 def test_recipe_trains_and_validates_through_tools_train(config, cmd, make_imagefolder, tmp_path):
-    """2 iterations and one validation of each recipe on tiny data (32x32 crops): an image folder for
-    the Lab recipe, the ImageNet layout for the resolution recipe (its student at 16x16)."""
+    """2 iterations and one validation of each recipe on tiny data (32x32 crops).
+
+    An image folder for the Lab recipe, the ImageNet layout for the resolution recipe (its
+    student at 16x16).
+    """
     from test_configs import write_tiny_imagenet
 
     options = [

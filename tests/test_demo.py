@@ -223,7 +223,7 @@ def test_demo_frontier_smoke_probes_every_row(cmd, tmp_path):
 
 
 def test_dist_train_trains_the_demo_crd_config_on_two_processes(cmd, tmp_path, free_port):
-    """The main job's CRD+KD config, 2 gloo processes through tools/dist_train.sh, 2 iterations each."""
+    """The main job's CRD+KD config, 2 gloo processes via tools/dist_train.sh, 2 iterations each."""
     out = cmd.run(
         [
             'bash',

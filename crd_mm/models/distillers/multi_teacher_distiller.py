@@ -1,4 +1,4 @@
-"""MultiTeacherDistiller: mmrazor's ConfigurableDistiller with one set of recorders per named teacher."""
+"""MultiTeacherDistiller: mmrazor's ConfigurableDistiller, one set of recorders per teacher."""
 
 from inspect import signature
 from typing import Dict, Mapping, Optional, Sequence, Union
@@ -93,9 +93,9 @@ class MultiTeacherDistiller(ConfigurableDistiller):
                 not isinstance(cfg, Mapping) or 'type' not in cfg for cfg in recorders.values()
             ):
                 raise ValueError(
-                    f"teacher_recorders['{name}'] must map recorder names to recorder configs, e.g. "
-                    f"{name}=dict(feat=dict(type='ModuleOutputs', source='neck')); teacher_recorders "
-                    'is keyed by teacher name first'
+                    f"teacher_recorders['{name}'] must map recorder names to recorder configs, "
+                    f"e.g. {name}=dict(feat=dict(type='ModuleOutputs', source='neck')); "
+                    'teacher_recorders is keyed by teacher name first'
                 )
         super().__init__(
             student_recorders=student_recorders,

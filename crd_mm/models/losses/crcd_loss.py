@@ -215,7 +215,8 @@ class CRCDLoss(nn.Module, MemoryBankClient):
         )
         if gradient_reduction not in GRADIENT_REDUCTIONS:
             raise ValueError(
-                f'gradient_reduction must be one of {GRADIENT_REDUCTIONS}, got {gradient_reduction!r}'
+                f'gradient_reduction must be one of {GRADIENT_REDUCTIONS}, '
+                f'got {gradient_reduction!r}'
             )
         if gradient_combine not in GRADIENT_COMBINES:
             raise ValueError(
@@ -322,9 +323,13 @@ class CRCDLoss(nn.Module, MemoryBankClient):
         idx: torch.Tensor,
         negative: torch.Tensor,
     ) -> torch.Tensor:
-        """The weighted relation loss for given indices and negatives (no sampling, no bank update, no KD factor)."""
+        """The weighted relation loss for given indices and negatives.
+
+        No sampling, no bank update, no KD factor.
+        """
         bank = self.require_memory_bank()
-        # the rows these indices address (the banks themselves, or rows fetched from a sharded bank's owners)
+        # the rows these indices address (the banks themselves, or rows fetched from a sharded
+        # bank's owners)
         student, teacher, (idx, contrast_idx) = bank.contrast_rows(
             idx, torch.cat([idx[:, None], negative], 1)
         )
