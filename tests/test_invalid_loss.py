@@ -5,21 +5,28 @@
   ``default_hooks`` after ``Config.fromfile``, and it builds in the recipe's
   scope.
 * The demo's student recipe with lr 1e30 stops at the first iteration whose
-  loss is not finite: the same run with the hook removed and every iteration
-  logged says which one that is.
+  loss is not finite: the same run with ``warn_only=True`` and every iteration
+  logged says which one that is (and reports it once).
 * The demo's CRD recipe with a CRD ``loss_weight`` beyond float32 stops at
   iteration 1 and names the CRD term and the total, not the student's
   cross-entropy.
+* The error crosses a process boundary (ForkingPickler), and tools/demo.py
+  ends the demo on a stopped run, naming its row, seed and log directory.
 * In a 2-process gloo run where only rank 1's loss turns NaN, both ranks stop
   at that iteration (rank 0 is not left waiting in a collective).
 """
 
 import glob
+import importlib
 import json
 import math
 import os.path as osp
+import pickle
+import sys
+from multiprocessing.reduction import ForkingPickler
 
 import pytest
+import torch.multiprocessing  # noqa: F401  (registers torch's reductions with ForkingPickler)
 from mmengine.config import Config
 from mmengine.registry import HOOKS, init_default_scope
 from mmengine.runner import Runner
@@ -120,6 +127,8 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss(tmp_path):
     assert message.startswith(f'Training stopped at iteration {first_bad} of {runner.max_iters}')
     assert 'loss=' in message and 'loss' in error.terms
     assert all(not math.isfinite(value) for value in error.terms.values())
+    # it crosses a process boundary intact (what a ProcessPoolExecutor worker sends back)
+    assert str(pickle.loads(ForkingPickler.dumps(error))) == message
     assert 'lower the learning rate' in message and 'clip' in message
     with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
         assert message in f.read()  # also in the run's log
@@ -182,3 +191,25 @@ def test_all_ranks_stop_together_when_one_ranks_loss_is_not_finite(
         f'{stopped} (rank 0 of 2: its losses are finite; ranks with a non-finite loss: [1])' in out
     ), out[-6000:]
     assert 'NonFiniteLossError' in out
+
+
+def test_the_demo_stops_and_names_a_run_that_diverged(tmp_path, monkeypatch):
+    """tools/demo.py: a run stopped by the hook ends the demo with its row, seed and log."""
+    monkeypatch.syspath_prepend(osp.join(REPO_ROOT, 'tools'))  # its spawned workers import it
+    demo = importlib.import_module('demo')
+    row = demo.ROWS[0]  # the teacher
+    try:
+        with pytest.raises(SystemExit) as info:
+            demo.train_rows(
+                [row],
+                [0],
+                str(tmp_path),
+                {'optim_wrapper.optimizer.lr': 1e30, 'train_cfg.max_epochs': 1},
+                jobs=1,
+            )
+    finally:
+        sys.modules.pop('demo', None)
+    message = str(info.value.code)
+    assert message.startswith(f'[demo] seed 0, {row.label}: training diverged')
+    assert 'loss in epoch 1) and was stopped' in message
+    assert str(tmp_path / 'seed0' / demo.run_name(row.config)) in message

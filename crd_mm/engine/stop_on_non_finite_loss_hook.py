@@ -22,7 +22,8 @@ class NonFiniteLossError(FloatingPointError):
 
     Besides the message, it keeps the 1-based ``iteration`` and ``epoch`` of the
     step that went wrong and ``terms``, the non-finite entries of this rank's
-    ``log_vars`` (name -> value), for callers that report the failure.
+    ``log_vars`` (name -> float, or a CPU tensor for a non-scalar entry), for
+    callers that report the failure; it pickles (e.g. out of a worker process).
     """
 
     def __init__(self, message, iteration=None, epoch=None, terms=None):
@@ -38,13 +39,18 @@ def _is_finite(value) -> bool:
     return True  # not a number: nothing to check
 
 
-def _describe(value) -> str:
+def _plain(value):
+    """A float for a scalar tensor, a detached CPU copy for others: picklable, holds no graph."""
     if isinstance(value, torch.Tensor):
         value = value.detach()
-        if value.numel() != 1:
-            bad = int((~torch.isfinite(value)).sum())
-            return f'{bad} of {value.numel()} values non-finite'
-        value = value.item()
+        return value.item() if value.numel() == 1 else value.cpu()
+    return value
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        bad = int((~torch.isfinite(value)).sum())
+        return f'{bad} of {value.numel()} values non-finite'
     return f'{value}'
 
 
@@ -96,7 +102,7 @@ class StopOnNonFiniteLossHook(Hook):
         """
         terms = {}
         if isinstance(outputs, dict):
-            terms = {name: v for name, v in outputs.items() if not _is_finite(v)}
+            terms = {name: _plain(v) for name, v in outputs.items() if not _is_finite(v)}
         local_bad = any('loss' in name for name in terms)
         bad_ranks = self._ranks_with_non_finite_loss(local_bad)
         if not bad_ranks:
