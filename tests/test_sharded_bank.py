@@ -1,5 +1,9 @@
-"""Sharded memory banks: real gloo processes via tools/train.py, compared with replicated banks of the same run."""
+"""Sharded memory banks: real gloo processes via tools/train.py.
 
+Compared with replicated banks of the same run.
+"""
+
+import glob
 import os.path as osp
 import shutil
 
@@ -55,8 +59,18 @@ def train(cmd, cfg, path, nproc, port, resume=None):
     ]
 
 
+def saved_banks(work_dir, checkpoint):
+    """A checkpoint's whole bank: inline (replicated) or read from its per-rank slice files."""
+    entry = torch.load(osp.join(work_dir, checkpoint), map_location='cpu')['crd_memory_banks'][BANK]
+    if 'per_rank_files' not in entry:
+        return entry
+    files = glob.glob(osp.join(work_dir, entry['per_rank_files'], 'rank*-of*.pth'))
+    parts = sorted((torch.load(f, map_location='cpu') for f in files), key=lambda p: p['start'])
+    return {key: torch.cat([p[key] for p in parts]) for key in ('student', 'teacher', 'written')}
+
+
 def union(shards):
-    """The whole bank from every rank's shard snapshot (ordered by first row), checking they tile it."""
+    """The whole bank from every rank's shard snapshot (by first row), checking they tile it."""
     shards = sorted(shards, key=lambda s: s['start'])
     starts = [s['start'] for s in shards]
     assert starts == sorted(set(starts)) and starts[0] == 0
@@ -64,7 +78,10 @@ def union(shards):
 
 
 def assert_same_banks(sharded_ranks, replicated_ranks, num_samples, exact_iters=1):
-    """After every iteration: union of shards == the replicated bank (identical on its ranks), same Z and losses."""
+    """After every iteration: union of shards == the replicated bank; same Z and losses.
+
+    The replicated bank is identical on its ranks.
+    """
     assert len(sharded_ranks[0]) == len(replicated_ranks[0]) > 0
     for step, records in enumerate(zip(*sharded_ranks, *replicated_ranks)):
         world = len(sharded_ranks)
@@ -140,7 +157,10 @@ def test_a_single_process_sharded_bank_is_the_replicated_bank():
 def test_two_shards_apply_every_ranks_update_beside_one_queue(
     make_imagefolder, tmp_path, cmd, free_port
 ):
-    """One 2-process run: a sharded bank (CRD's update of the union, checked row by row) and a queue loss."""
+    """One 2-process run: a sharded bank and a queue loss.
+
+    The sharded bank applies CRD's update of the union, checked row by row.
+    """
     data = make_imagefolder(
         tmp_path / 'data', num_classes=3, per_class=3
     )  # 9 samples: shards of 4 and 5
@@ -199,12 +219,9 @@ def test_two_shards_equal_the_replicated_banks_every_iteration(
         )
     assert [len(r) for r in runs[True]] == [3, 3]
     assert_same_banks(runs[True], runs[False], num_samples=9)
-    # the checkpoint holds the whole banks, equal to the replicated run's
+    # the sharded checkpoint's slice files hold the whole banks, equal to the replicated run's
     saved = [
-        torch.load(tmp_path / name / 'work' / 'epoch_1.pth', map_location='cpu')[
-            'crd_memory_banks'
-        ][BANK]
-        for name in ('sharded', 'replicated')
+        saved_banks(tmp_path / name / 'work', 'epoch_1.pth') for name in ('sharded', 'replicated')
     ]
     assert saved[0]['student'].shape == (9, 16) and torch.equal(
         saved[0]['written'], saved[1]['written']
@@ -216,7 +233,10 @@ def test_two_shards_equal_the_replicated_banks_every_iteration(
 def test_resume_two_shards_into_three_processes_equals_the_replicated_run(
     make_imagefolder, tmp_path, cmd, free_port
 ):
-    """2 processes for epoch 1, then a resume on 3 processes for epoch 2: sharded == replicated throughout."""
+    """2 processes for epoch 1, then a resume on 3 processes for epoch 2.
+
+    Sharded == replicated throughout.
+    """
     data = make_imagefolder(
         tmp_path / 'data', num_classes=3, per_class=4
     )  # 12 samples: shards 6/6, then 4/4/4
@@ -248,9 +268,7 @@ def test_resume_two_shards_into_three_processes_equals_the_replicated_run(
     assert_same_banks(phases[True][0], phases[False][0], num_samples=12)
     assert_same_banks(phases[True][1], phases[False][1], num_samples=12, exact_iters=0)
     # the 3 resumed shards start from exactly the banks the 2-shard run checkpointed
-    saved = torch.load(tmp_path / 'sharded' / 'first' / 'work' / 'epoch_1.pth', map_location='cpu')[
-        'crd_memory_banks'
-    ][BANK]
+    saved = saved_banks(tmp_path / 'sharded' / 'first' / 'work', 'epoch_1.pth')
     resumed = union([rank[0]['before'][BANK] for rank in phases[True][1]])
     assert [rank[0]['before'][BANK]['student'].shape[0] for rank in phases[True][1]] == [4, 4, 4]
     for key in ('student', 'teacher', 'written'):

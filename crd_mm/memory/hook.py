@@ -1,6 +1,10 @@
 """CRDMemoryBankHook: the single owner of every contrastive memory bank in a run."""
 
-from typing import Dict, Optional
+import os
+import os.path as osp
+import shutil
+import uuid
+from typing import Dict, List, Optional
 
 import torch
 from mmengine import dist
@@ -8,13 +12,17 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import find_latest_checkpoint
 
+from ..compat import _fsync_directory
 from .bank import MemoryBankClient
 from .base import BaseContrastMemory, build_memory, memory_type
 from .dataset_rows import dataset_rows
 
 CHECKPOINT_KEY = 'crd_memory_banks'
 WORLD_SIZE_KEY = 'crd_memory_world_size'
+# the folder, beside the checkpoints, of the per-rank files of memories whose state is per rank
+SLICE_STORE = 'crd_memory'
 
 
 def shared_seed(runner, configured: Optional[int], device) -> int:
@@ -82,6 +90,94 @@ def checkpoint_due(runner, event: str) -> bool:
     return False
 
 
+def checkpoint_dir(runner) -> Optional[str]:
+    """The folder ``CheckpointHook`` saves into (its ``out_dir``, set in its ``before_train``)."""
+    for hook in runner.hooks:
+        if isinstance(hook, CheckpointHook):
+            return str(hook.out_dir if hook.out_dir is not None else runner.work_dir)
+    return None
+
+
+def save_atomically(obj, path: str) -> None:
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (as checkpoints).
+
+    Written to ``<path>.partial``, fsynced, renamed over ``path`` and the
+    directory fsynced (the pattern of :mod:`crd_mm.compat`'s checkpoint
+    writes), streamed to the file without a serialised copy in memory.
+    """
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    partial = f'{path}.partial'
+    try:
+        with open(partial, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        _fsync_directory(directory)
+    finally:
+        if osp.exists(partial):
+            os.remove(partial)
+
+
+def merge_rows(per_rank: List[dict]) -> dict:
+    """One whole state from every rank's state: ``row_keys`` tensors concatenated in rank order.
+
+    For a memory that holds its whole state (a replicated bank) resuming a
+    run whose memory state was written per rank (a sharded bank).
+    """
+    parts = sorted(per_rank, key=lambda part: part.get('rank', 0))
+    row_keys = parts[0].get('row_keys', ())
+    whole = {key: value for key, value in parts[0].items() if key not in row_keys}
+    for key in row_keys:
+        whole[key] = torch.cat([part[key] for part in parts])
+    return whole
+
+
+def referenced_slices(path: str) -> Optional[set]:
+    """The slice folders (in ``SLICE_STORE``) checkpoint ``path`` refers to; None if unreadable.
+
+    Read with ``mmap=True``: the checkpoint's tensors are not loaded.
+    """
+    try:
+        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001  (any unreadable file: keep every slice folder)
+        return None
+    states = checkpoint.get(CHECKPOINT_KEY, {}) if isinstance(checkpoint, dict) else {}
+    return {
+        state['per_rank_files'].split('/')[1]
+        for state in states.values()
+        if isinstance(state, dict) and 'per_rank_files' in state
+    }
+
+
+def open_slices(manifest: dict, checkpoint: Optional[str], name: str) -> List[dict]:
+    """Every rank's state file of a memory saved per rank, opened with ``mmap=True``.
+
+    The folder is looked up beside the resumed ``checkpoint`` first (a work dir
+    that was moved or copied), then where it was saved. Nothing is read until
+    a tensor is sliced.
+    """
+    candidates = [osp.join(manifest['saved_in'], manifest['per_rank_files'])]
+    if checkpoint and '://' not in str(checkpoint):
+        candidates.insert(0, osp.join(osp.dirname(str(checkpoint)), manifest['per_rank_files']))
+    folder = next((c for c in candidates if osp.isdir(c)), None)
+    world_size = manifest['world_size']
+    files = (
+        [osp.join(folder, f'rank{r}-of{world_size}.pth') for r in range(world_size)]
+        if folder
+        else []
+    )
+    missing = [f for f in files if not osp.isfile(f)]
+    if folder is None or missing:
+        raise FileNotFoundError(
+            f"the resumed checkpoint keeps memory '{name}' in {world_size} per-rank files, in "
+            f'{" or ".join(candidates)}, but {missing or "the folder"} is missing. Keep the '
+            f'{SLICE_STORE}/ folder beside its checkpoints (copy or move them together).'
+        )
+    return [torch.load(f, map_location='cpu', mmap=True, weights_only=True) for f in files]
+
+
 def restart_started_workers(runner) -> None:
     """Restart train-dataloader workers that started before the dataset's indices were shifted.
 
@@ -129,9 +225,13 @@ class CRDMemoryBankHook(Hook):
         shard_banks (bool): store each bank's rows split across the W ranks
             (:class:`~crd_mm.memory.ShardedMemoryBank`, N x D x bytes x 2 / W
             per rank) instead of whole on every rank; negatives, losses and
-            updates are those of replicated banks. Checkpoints hold the whole
-            banks (gathered on rank 0), so a resume may use another world size.
-            Losses with ``memory='queue'`` keep their (small) queue on every rank.
+            updates are those of replicated banks. At every scheduled save each
+            rank writes its own rows to ``<checkpoint dir>/crd_memory/iter_<n>_<id>/
+            <loss>/rank<r>-of<W>.pth`` and the checkpoint records only that
+            folder, so no file and no process holds a whole bank; a resume reads
+            only the rows each rank owns (also on another world size). Folders no
+            remaining checkpoint refers to are removed after each save. Losses
+            with ``memory='queue'`` keep their (small) queue on every rank.
     """
 
     priority = 'NORMAL'
@@ -146,9 +246,11 @@ class CRDMemoryBankHook(Hook):
         self.bank_dtype = getattr(torch, bank_dtype)
         self.seed = seed
         self.shard_banks = shard_banks
-        self._gathered: Dict[
-            str, Optional[dict]
-        ] = {}  # sharded banks' whole state, prepared for a save
+        # per-rank memories' manifests for the saves at iteration ``_prepared_iter``
+        self._prepared: Dict[str, dict] = {}
+        self._prepared_iter: Optional[int] = None
+        self._collect_slices = False  # a save happened: remove unreferenced slice folders
+        self._slice_refs: Dict[tuple, Optional[set]] = {}  # checkpoint (path, mtime, size)
         self.banks: Dict[str, BaseContrastMemory] = {}
         self._resumed_state: Optional[dict] = None
 
@@ -206,6 +308,7 @@ class CRDMemoryBankHook(Hook):
         if self._resumed_state is not None:
             self._restore(self._resumed_state)
             self._resumed_state = None
+        self._collect_slices = any(bank.collective_state for bank in self.banks.values())
         check_ranks_agree(
             self.banks, 'after they were built' + (' and restored' if runner._resume else '')
         )
@@ -216,13 +319,89 @@ class CRDMemoryBankHook(Hook):
         )
 
     def _gather_for_checkpoint(self, runner, event: str) -> None:
-        """Before a scheduled (rank-0-only) save, gather sharded banks on rank 0. Collective."""
-        if checkpoint_due(runner, event):
-            self._gathered = {
-                name: bank.state_dict()
-                for name, bank in self.banks.items()
-                if bank.collective_state
-            }
+        """Before a scheduled (rank-0-only) save, every rank writes its per-rank memory states.
+
+        ``CheckpointHook`` saves on rank 0 only and calls ``before_save_checkpoint``
+        there, so the per-rank writes follow its schedule (:func:`checkpoint_due`)
+        on every rank, just before it saves. Each memory with ``collective_state``
+        gives this rank's state (``state_dict()``), written atomically to
+        ``<out_dir>/crd_memory/iter_<n>_<id>/<loss>/rank<r>-of<W>.pth`` (a new
+        folder per save: a checkpoint never points to files a later save
+        replaced); all ranks finish writing before rank 0 saves the checkpoint,
+        which records the folder (:meth:`before_save_checkpoint`). Every
+        checkpoint saved at the same iteration (a step checkpoint and a best
+        one) shares the folder. Collective.
+        """
+        collective = {name: bank for name, bank in self.banks.items() if bank.collective_state}
+        if not collective or not checkpoint_due(runner, event):
+            return
+        step = runner.iter + (1 if event == 'iter' else 0)  # the checkpoint's meta['iter']
+        if self._prepared_iter == step:  # written for an earlier save at this iteration
+            return
+        out_dir = checkpoint_dir(runner)
+        if '://' in out_dir:
+            raise ValueError(
+                f"CRDMemoryBankHook(shard_banks=True) writes each rank's bank rows beside the "
+                f'checkpoints, on a file system every rank can read; CheckpointHook saves to '
+                f'{out_dir}. Set its out_dir to a local or shared directory.'
+            )
+        token = [uuid.uuid4().hex[:8]]
+        dist.broadcast_object_list(token, src=0)
+        folder = f'{SLICE_STORE}/iter_{step}_{token[0]}'
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        self._prepared = {}
+        for name, bank in collective.items():
+            relative = f'{folder}/{name}'
+            save_atomically(
+                bank.state_dict(), osp.join(out_dir, relative, f'rank{rank}-of{world_size}.pth')
+            )
+            self._prepared[name] = dict(
+                kind=bank.kind,
+                per_rank_files=relative,
+                world_size=world_size,
+                iter=step,
+                saved_in=osp.abspath(out_dir),
+            )
+        dist.barrier()  # every rank's file is complete before rank 0 saves the checkpoint
+        self._prepared_iter = step
+        self._collect_slices = True  # after the save (or none): drop unreferenced folders
+
+    def _collect_unreferenced_slices(self, runner) -> None:
+        """On rank 0, after saves: remove slice folders that no checkpoint on disk refers to.
+
+        The checkpoints ``CheckpointHook`` deleted (``max_keep_ckpts``) or
+        replaced (``save_best``) take their folders with them; so do folders of
+        saves that never completed (a crash between the slice files and the
+        checkpoint). Nothing is removed if a checkpoint cannot be read.
+        """
+        if not self._collect_slices:
+            return
+        self._collect_slices = False
+        out_dir = checkpoint_dir(runner)
+        if not dist.is_main_process() or out_dir is None or '://' in out_dir:
+            return
+        store = osp.join(out_dir, SLICE_STORE)
+        if not osp.isdir(store):
+            return
+        referenced = set()
+        for entry in os.scandir(out_dir):
+            if not (entry.name.endswith('.pth') and entry.is_file()):
+                continue
+            info = entry.stat()
+            key = (entry.path, info.st_mtime_ns, info.st_size)
+            if key not in self._slice_refs:
+                self._slice_refs[key] = referenced_slices(entry.path)
+            if self._slice_refs[key] is None:
+                print_log(
+                    f'CRDMemoryBankHook: could not read {entry.path}; kept every folder in {store}',
+                    logger='current',
+                    level=30,
+                )
+                return
+            referenced |= self._slice_refs[key]
+        for folder in os.listdir(store):
+            if folder not in referenced:
+                shutil.rmtree(osp.join(store, folder), ignore_errors=True)
 
     def after_train_epoch(self, runner) -> None:
         self._gather_for_checkpoint(runner, 'epoch')
@@ -231,8 +410,12 @@ class CRDMemoryBankHook(Hook):
         self._gather_for_checkpoint(runner, 'val')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._collect_unreferenced_slices(runner)
         for bank in self.banks.values():
             bank.reseed(runner.iter)
+
+    def after_train(self, runner) -> None:
+        self._collect_unreferenced_slices(runner)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         """Apply every rank's staged rows on every rank, then log constants and bank health."""
@@ -246,17 +429,19 @@ class CRDMemoryBankHook(Hook):
         self._gather_for_checkpoint(runner, 'iter')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Put every memory's state (per-rank memories: their files' folder) in the checkpoint."""
         if self.banks:
+            step = checkpoint.get('meta', {}).get('iter')
+            prepared = self._prepared if self._prepared_iter == step else {}
             states = {
-                name: self._gathered.get(name) if bank.collective_state else bank.state_dict()
+                name: prepared.get(name) if bank.collective_state else bank.state_dict()
                 for name, bank in self.banks.items()
             }
-            self._gathered = {}
             if any(state is None for state in states.values()):
                 print_log(
                     'CRDMemoryBankHook: this checkpoint is saved outside '
-                    "CheckpointHook's schedule, so the sharded memory banks were not gathered; it "
-                    'holds no memory banks and a resume from it starts them fresh',
+                    "CheckpointHook's schedule, so the ranks did not write their memory slices; "
+                    'it holds no memory banks and a resume from it starts them fresh',
                     logger='current',
                     level=30,
                 )
@@ -287,6 +472,12 @@ class CRDMemoryBankHook(Hook):
             )
             return
         self._resumed_state = {key: checkpoint.get(key) for key in (CHECKPOINT_KEY, WORLD_SIZE_KEY)}
+        # where per-rank files are looked up first: beside the resumed checkpoint (as the
+        # runner chose it: load_from, else the work dir's last checkpoint)
+        work_dir = getattr(runner, 'work_dir', None)
+        self._resumed_state['checkpoint'] = getattr(runner, '_load_from', None) or (
+            find_latest_checkpoint(work_dir) if work_dir else None
+        )
         if self.banks:  # resumed after the banks were built
             self._restore(self._resumed_state)
             self._resumed_state = None
@@ -307,7 +498,13 @@ class CRDMemoryBankHook(Hook):
                     f"config's loss uses a {bank.kind!r} (the loss's memory= option): resume with "
                     'the same config'
                 )
-            bank.load_state_dict(state[name], name=f"memory bank '{name}'")
+            saved = state[name]
+            if 'per_rank_files' in saved:  # written per rank: open the files, read nothing yet
+                per_rank = open_slices(saved, checkpoint.get('checkpoint'), name)
+                saved = dict(kind=saved['kind'], per_rank=per_rank)
+                if not bank.collective_state:  # a memory that holds its whole state
+                    saved = merge_rows(per_rank)
+            bank.load_state_dict(saved, name=f"memory bank '{name}'")
         saved_world_size = checkpoint.get(WORLD_SIZE_KEY)
         if saved_world_size is not None and saved_world_size != dist.get_world_size():
             print_log(

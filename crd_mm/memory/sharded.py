@@ -8,7 +8,7 @@ to its own rows. Collectives are mmengine's ``all_gather``/``all_reduce`` only
 (gloo has no all-to-all).
 """
 
-from typing import List, Optional, Tuple
+from typing import Tuple
 
 import torch
 from mmengine import dist
@@ -22,8 +22,11 @@ from .bank import (
 )
 from .base import MEMORIES
 
-# rows per rank moved at once when a checkpoint gathers the whole banks on rank 0
+# rows read at once from a slice file when a checkpoint is resumed (the one chunk a rank holds
+# beside its shard)
 CHECKPOINT_CHUNK_ROWS = 1 << 16
+# the state tensors split by rows across the ranks, in rank order
+ROW_KEYS = ('student', 'teacher', 'written')
 
 
 def shard_bounds(num_samples: int, world_size: int) -> torch.Tensor:
@@ -49,7 +52,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
     sends (the batch's indices and embeddings) plus one all-reduce of 3 numbers.
     """
 
-    collective_state = True  # state_dict gathers every rank's rows on rank 0
+    collective_state = True  # state_dict is this rank's slice, written by every rank
 
     def __init__(
         self,
@@ -168,55 +171,79 @@ class ShardedMemoryBank(ContrastMemoryBank):
         return torch.cat([sums, z])
 
     # ------------------------------------------------------------ checkpoint
-    def state_dict(self) -> Optional[dict]:
-        """The whole banks, in the replicated bank's format, on rank 0; None on the other ranks.
+    def state_dict(self) -> dict:
+        """This rank's rows and the bank's shared state, for this rank's slice file.
 
-        Collective (the hook calls it on every rank before a checkpoint is
-        saved). Rank 0 needs N x D x bytes x 2 of CPU memory for it; the
-        other ranks hold at most W x 65,536 rows at a time.
+        Called on every rank at a scheduled save (``collective_state``): the
+        hook writes each rank's state to its own file beside the checkpoint and
+        rank 0's checkpoint records only where the files are, so no file and
+        no process ever holds the whole banks. ``row_keys`` names the tensors
+        split by rows (rank r's rows ``[start, stop)``); the rest is identical
+        on every rank. On the CPU the rows are the bank's own tensors (no copy).
         """
-        parts = [
-            self._gather_to_rank0(t)
-            for t in (self.student, self.teacher, self.written.to(torch.uint8))
-        ]
-        if self.rank != 0:
-            return None
         return dict(
             kind=self.kind,
             num_samples=self.num_samples,
             feat_dim=self.feat_dim,
             seed=self.seed,
-            student=parts[0],
-            teacher=parts[1],
-            written=parts[2].bool(),
             normalizers=None if self.normalizers is None else self.normalizers.cpu(),
+            world_size=self.world_size,
+            rank=self.rank,
+            start=self.start,
+            stop=self.stop,
+            row_keys=ROW_KEYS,
+            student=self.student.cpu(),
+            teacher=self.teacher.cpu(),
+            written=self.written.cpu(),
         )
-
-    def _gather_to_rank0(self, shard: torch.Tensor) -> Optional[torch.Tensor]:
-        sizes = (self.bounds[1:] - self.bounds[:-1]).tolist()
-        out: Optional[torch.Tensor] = None
-        if self.rank == 0:
-            out = torch.empty((self.num_samples, *shard.shape[1:]), dtype=shard.dtype)
-        for offset in range(0, max(sizes), CHECKPOINT_CHUNK_ROWS):
-            piece = shard.new_zeros((CHECKPOINT_CHUNK_ROWS, *shard.shape[1:]))
-            mine = shard[offset : offset + CHECKPOINT_CHUNK_ROWS]
-            piece[: mine.shape[0]] = mine
-            parts: List[torch.Tensor] = dist.all_gather(piece)
-            if out is not None:
-                for r, part in enumerate(parts):
-                    count = max(0, min(CHECKPOINT_CHUNK_ROWS, sizes[r] - offset))
-                    start = int(self.bounds[r]) + offset
-                    out[start : start + count] = part[:count].cpu()
-        return out
 
     def load_state_dict(self, state: dict, name: str = 'memory bank'):
-        """Keep this rank's rows of whole banks (of a sharded or replicated run, any world size)."""
-        # a copy, so that the whole loaded banks can be freed
-        shard = dict(
-            state,
-            **{
-                key: state[key][self.start : self.stop].clone()
-                for key in ('student', 'teacher', 'written')
-            },
-        )
-        super().load_state_dict(shard, name=name)
+        """Keep this rank's rows of a checkpointed bank, of a sharded or replicated run.
+
+        ``state`` is either a replicated bank's whole state (rows inline: the
+        rows are sliced, as the checkpoint already holds them whole) or the
+        slice files of a sharded run (``per_rank``: every rank's state, opened
+        with ``mmap=True``), of any world size: only the rows this rank now owns
+        are read, at most ``CHECKPOINT_CHUNK_ROWS`` at a time, into the shard.
+        """
+        if 'per_rank' not in state:
+            # a copy, so that the whole loaded banks can be freed
+            shard = dict(
+                state,
+                **{key: state[key][self.start : self.stop].clone() for key in ROW_KEYS},
+            )
+            super().load_state_dict(shard, name=name)
+            return
+        parts = sorted(state['per_rank'], key=lambda part: part['start'])
+        first = parts[0]
+        if first['num_samples'] != self.num_samples or first['feat_dim'] != self.feat_dim:
+            super().load_state_dict(first, name=name)  # raises the bank's size error
+        covered = [(part['start'], part['stop']) for part in parts]
+        if (
+            covered[0][0] != 0
+            or covered[-1][1] != self.num_samples
+            or any(a[1] != b[0] for a, b in zip(covered, covered[1:]))
+        ):
+            raise ValueError(
+                f"the slice files of the checkpoint's {name} do not tile its "
+                f'{self.num_samples} rows (they cover {covered}): some slice files are from '
+                'another save; resume from a checkpoint whose slice folder is complete'
+            )
+        rows = self.stop - self.start
+        student = torch.empty((rows, self.feat_dim), dtype=self.dtype, device=self.device)
+        teacher = torch.empty_like(student)
+        written = torch.empty(rows, dtype=torch.bool, device=self.device)
+        for part in parts:
+            low, high = max(self.start, part['start']), min(self.stop, part['stop'])
+            for offset in range(low, high, CHECKPOINT_CHUNK_ROWS):
+                end = min(offset + CHECKPOINT_CHUNK_ROWS, high)
+                src = slice(offset - part['start'], end - part['start'])
+                dst = slice(offset - self.start, end - self.start)
+                student[dst] = part['student'][src].to(self.device, self.dtype)
+                teacher[dst] = part['teacher'][src].to(self.device, self.dtype)
+                written[dst] = part['written'][src].to(self.device)
+        self.student, self.teacher, self.written = student, teacher, written
+        z = first['normalizers']
+        self.normalizers = None if z is None else z.to(self.device)
+        self.seed = first['seed']
+        self._staged = []
