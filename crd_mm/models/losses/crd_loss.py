@@ -2,6 +2,7 @@
 
 import logging
 import math
+import numbers
 from typing import Optional, Sequence
 
 import mmrazor.models  # noqa: F401  (register mmrazor's CRDLoss first, so that ours replaces it)
@@ -30,7 +31,11 @@ def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
                 "(mmpretrain's PackInputs has it by default; for mmdet add "
                 "meta_keys=(..., 'sample_idx') to PackDetInputs)"
             )
-        values.append(torch.as_tensor(sample.sample_idx).reshape(()))
+        values.append(sample.sample_idx)
+    if all(isinstance(value, numbers.Integral) for value in values):
+        # mmengine's datasets set Python ints: one tensor for the batch, no operator per sample
+        return torch.tensor(values, dtype=torch.long, device=device)
+    values = [torch.as_tensor(value).reshape(()) for value in values]
     return torch.stack(values).to(device=device, dtype=torch.long)
 
 
@@ -44,12 +49,11 @@ DENSE_SCORING_RATIO = 8
 
 def sample_labels(data_samples: Sequence) -> Optional[torch.Tensor]:
     """Each data sample's single class label, or None when the samples carry none."""
-    labels = [sample.gt_label for sample in data_samples if 'gt_label' in sample]
-    if len(labels) != len(data_samples) or any(
-        torch.as_tensor(label).numel() != 1 for label in labels
-    ):
+    labels = [torch.as_tensor(sample.gt_label) for sample in data_samples if 'gt_label' in sample]
+    if len(labels) != len(data_samples) or any(label.numel() != 1 for label in labels):
         return None
-    return torch.stack([torch.as_tensor(label).reshape(()) for label in labels]).long()
+    # mmpretrain's (1,) labels are concatenated as they are: no operator per sample
+    return torch.cat([label if label.dim() == 1 else label.reshape(1) for label in labels]).long()
 
 
 def check_bank_loss_settings(
@@ -100,7 +104,10 @@ def check_memory_settings(
     positive: str,
     share_negatives: bool,
 ):
-    """Refuse memory options that cannot be combined (a queue has no per-sample draws or relaxed positives)."""
+    """Refuse memory options that cannot be combined.
+
+    A queue has no per-sample draws or relaxed positives.
+    """
     if memory not in MEMORY_KINDS:
         raise ValueError(f'memory must be one of {MEMORY_KINDS}, got {memory!r}')
     if memory == 'bank':
@@ -111,7 +118,8 @@ def check_memory_settings(
         return
     if queue_size is None or queue_size < 1:
         raise ValueError(
-            f"memory='queue' needs queue_size >= 1 (the number of queued negatives), got {queue_size}"
+            "memory='queue' needs queue_size >= 1 (the number of queued negatives), "
+            f'got {queue_size}'
         )
     if num_negatives is not None or share_negatives or positive != 'exact':
         raise ValueError(
@@ -126,47 +134,81 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-class GatheredRowScores(torch.autograd.Function):
-    """<bank[contrast[i, k]], anchor[i]> without keeping the (B, K + 1, D) gathered rows.
+# embedding_bag's gradient with respect to per_sample_weights is one dot product per index,
+# <grad[bag], weight[index]>, read in place: the gathered scores, in one kernel on CPU and GPU
+_GATHERED_DOTS = torch.ops.aten._embedding_bag_per_sample_weights_backward
+_EMBEDDING_BAG_SUM = 0  # aten's mode number for mode='sum'
 
-    The rows are gathered a few samples at a time, used while they are still in
-    cache, and gathered again in backward: one pass over the random rows in each
-    direction instead of materialising (and saving for backward) 2 GB per bank
-    at ImageNet scale (B=256, K=16384, D=128).
+
+class GatheredRowScores(torch.autograd.Function):
+    """<bank[contrast[i, k]], anchor[i]> for (B, K + 1) indices, without gathering the rows.
+
+    The number of operators (kernel launches on a GPU) per call does not depend on B. When
+    the bank is stored in the compute dtype, forward is one gathered-dot kernel (the
+    ``embedding_bag`` gradient kernel for ``per_sample_weights``: one dot product per index,
+    each row read where it is) and backward one ``embedding_bag`` (sum_k g[i, k]
+    bank[contrast[i, k]]). Memory beyond the (B, K + 1) scores: B (K + 1) bag numbers
+    (8 bytes each) and O(B D); no bank row is copied, where mmrazor keeps the (B, K + 1, D)
+    rows for backward (2 GB per bank at B=256, K=16384, D=128).
+
+    A bank stored in lower precision (float16) has its rows converted before the dot
+    products, so they are gathered over the K axis, ``SAMPLE_CHUNK_BYTES // (D s)`` columns
+    at a time (s: bytes per computed element; 512 columns at D=128 in float32): a fixed
+    number of chunks, ceil((K + 1) D s / SAMPLE_CHUNK_BYTES), whatever B. Each chunk holds
+    at most B x SAMPLE_CHUNK_BYTES of converted rows plus the stored rows they came from,
+    in forward and again in backward.
     """
 
-    CHUNK_BYTES = 1 << 23  # rows gathered at once: about the size of a CPU's L3 share
+    SAMPLE_CHUNK_BYTES = 1 << 18  # converted rows per sample per chunk (64 MB at B=256)
 
     @staticmethod
-    def _chunks(contrast: torch.Tensor, bank: torch.Tensor):
-        per_sample = contrast.shape[1] * bank.shape[1] * bank.element_size()
-        step = max(1, GatheredRowScores.CHUNK_BYTES // per_sample)
-        for start in range(0, contrast.shape[0], step):
-            end = min(start + step, contrast.shape[0])
-            rows = bank.index_select(0, contrast[start:end].reshape(-1)).view(
-                end - start, contrast.shape[1], -1
-            )
-            yield start, end, rows
+    def _column_chunks(contrast: torch.Tensor, bank: torch.Tensor, dtype: torch.dtype):
+        """(column slice, its rows converted to ``dtype``) for a fixed number of column chunks."""
+        row_bytes = bank.shape[1] * torch.empty((), dtype=dtype).element_size()
+        width = max(1, GatheredRowScores.SAMPLE_CHUNK_BYTES // row_bytes)
+        for start in range(0, contrast.shape[1], width):
+            columns = contrast[:, start : start + width]
+            rows = bank.index_select(0, columns.reshape(-1)).view(*columns.shape, -1)
+            yield slice(start, start + width), rows.to(dtype)
 
     @staticmethod
     def forward(ctx, anchor, bank, contrast):
         ctx.save_for_backward(bank, contrast)
-        scores = anchor.new_empty(contrast.shape)
-        for start, end, rows in GatheredRowScores._chunks(contrast, bank):
-            scores[start:end] = torch.bmm(
-                rows.to(anchor.dtype), anchor[start:end, :, None]
-            ).squeeze(2)
-        return scores
+        if bank.dtype == anchor.dtype:
+            batch, num = contrast.shape
+            bags = torch.arange(batch, device=contrast.device)
+            scores = _GATHERED_DOTS(
+                anchor,
+                bank,
+                contrast.reshape(-1),
+                bags * num,
+                bags[:, None].expand(batch, num).contiguous().view(-1),
+                _EMBEDDING_BAG_SUM,
+            )
+            return scores.view(batch, num)
+        column = anchor[:, :, None]
+        return torch.cat(
+            [
+                torch.bmm(rows, column).squeeze(2)
+                for _, rows in GatheredRowScores._column_chunks(contrast, bank, anchor.dtype)
+            ],
+            1,
+        )
 
     @staticmethod
     def backward(ctx, grad_scores):
         bank, contrast = ctx.saved_tensors
-        grad_anchor = grad_scores.new_empty(contrast.shape[0], bank.shape[1])
-        for start, end, rows in GatheredRowScores._chunks(contrast, bank):
-            grad_anchor[start:end] = torch.bmm(
-                grad_scores[start:end, None, :], rows.to(grad_scores.dtype)
-            ).squeeze(1)
-        return grad_anchor, None, None
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        if bank.dtype == grad_scores.dtype:
+            grad_anchor = nn.functional.embedding_bag(
+                contrast, bank, per_sample_weights=grad_scores.contiguous(), mode='sum'
+            )
+            return grad_anchor, None, None
+        grad_anchor = grad_scores.new_zeros(contrast.shape[0], 1, bank.shape[1])
+        for columns, rows in GatheredRowScores._column_chunks(contrast, bank, grad_scores.dtype):
+            grad_anchor.baddbmm_(grad_scores[:, None, columns], rows)
+        return grad_anchor.squeeze(1), None, None
 
 
 def contrast_scores(
@@ -181,9 +223,9 @@ def contrast_scores(
     ``negative`` is (B, K) per sample or (K,) shared by the batch; shared
     negatives need one (K, D) gather and a matrix product instead of a
     (B, K + 1, D) gather, which is what makes them cheap at ImageNet scale.
-    Per-sample negatives gather the rows chunk by chunk (``GatheredRowScores``), or,
-    when the bank is much smaller than that (N * 8 <= (K + 1) D, e.g. CIFAR), score
-    all N rows at once.
+    Per-sample negatives are scored without copying the rows, in a number of kernels
+    that does not depend on B (``GatheredRowScores``), or, when the bank is much smaller
+    than the rows (N * 8 <= (K + 1) D, e.g. CIFAR), against all N rows at once.
     Bank rows carry no gradient; scores are computed in float32 (float64 for float64 anchors).
     """
     dtype = compute_dtype(anchor)
@@ -249,7 +291,6 @@ class CRDLoss(nn.Module, MemoryBankClient):
     mmrazor's argument names are refused with crd_mm's: ``neg_num`` ->
     ``num_negatives``, ``dim_out`` -> ``feat_dim``; ``sample_n`` is not needed
     (``CRDMemoryBankHook`` sizes the bank from the training set).
-
 
     Args:
         loss_weight (float): multiplies the loss.
