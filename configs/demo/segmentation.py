@@ -1,0 +1,19 @@
+# The segmentation demo: CE + CWD on the logits + PixelCRD on the features before the
+# classifier (segmentation_distill_base.py). Train the teacher first:
+#   python tools/train.py configs/demo/segmentation_teacher.py \
+#       --work-dir work_dirs/demo/segmentation_teacher
+#   python tools/train.py configs/demo/segmentation.py --work-dir work_dirs/demo/segmentation
+_base_ = ['./segmentation_distill_base.py']
+
+model = dict(
+    distiller=dict(
+        distill_losses=dict(loss_cwd=_base_.cwd_loss, loss_pixel_crd=_base_.pixel_crd_loss),
+        connectors=_base_.pixel_crd_connectors,
+        loss_forward_mappings=dict(
+            loss_cwd=_base_.cwd_mapping, loss_pixel_crd=_base_.pixel_crd_mapping
+        ),
+    )
+)
+
+# owns the PixelQueue: enqueues every rank's pixels after each iteration, checkpoints it
+custom_hooks = [dict(type='CRDMemoryBankHook')]

@@ -1,0 +1,20 @@
+# CWD + CIRKD's memory terms on Cityscapes: PSPNet R101-d8 -> R18-d8. The CWD recipe
+# (cwd_logits_pspnet_r101-d8_pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py) is kept whole; CIRKD's
+# pixel-to-memory and region-to-memory distillation is added on the features before the classifier,
+# with the authors' settings (_base_/dense_contrast_cityscapes.py).
+_base_ = [
+    'mmrazor::distill/mmseg/cwd/cwd_logits_pspnet_r101-d8_pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',  # noqa: E501
+    './_base_/dense_contrast_cityscapes.py',
+]
+
+model = dict(
+    distiller=dict(
+        student_recorders=_base_.dense_student_recorders,
+        teacher_recorders=_base_.dense_teacher_recorders,
+        distill_losses=dict(loss_cirkd=_base_.cirkd_loss),
+        loss_forward_mappings=dict(loss_cirkd=_base_.cirkd_mapping),
+    )
+)
+
+# owns CIRKD's pixel and region memories (checkpointed and resumed)
+custom_hooks = [dict(type='CRDMemoryBankHook')]

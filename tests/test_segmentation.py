@@ -1,0 +1,125 @@
+"""Segmentation: the bundled SyntheticShapes data, the demo configs and the Cityscapes recipes."""
+
+import glob
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import crd_mm  # noqa: F401
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+RECIPES = sorted(glob.glob(osp.join(ROOT, 'configs', 'segmentation', '*.py')))
+
+
+def shapes(tmp_path, **kwargs):
+    from crd_mm.datasets.synthetic_shapes import SyntheticShapes
+
+    return SyntheticShapes(data_root=str(tmp_path), pipeline=[], **kwargs)
+
+
+def read(dataset, index):
+    import mmcv
+
+    info = dataset.get_data_info(index)
+    return mmcv.imread(info['img_path']), mmcv.imread(info['seg_map_path'], flag='unchanged')
+
+
+def test_synthetic_shapes_are_generated_from_the_seed(tmp_path):
+    first = shapes(tmp_path / 'a', split='train', num_images=6, seed=3)
+    again = shapes(tmp_path / 'b', split='train', num_images=6, seed=3)
+    other_seed = shapes(tmp_path / 'a', split='train', num_images=6, seed=4)
+    val = shapes(tmp_path / 'a', split='val', num_images=6, seed=3)
+    assert len(first) == 6 and first.metainfo['classes'][1:] == ('circle', 'square', 'triangle')
+    image, mask = read(first, 0)
+    assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
+    for index in range(6):
+        for twin in (again,):
+            assert all(np.array_equal(a, b) for a, b in zip(read(first, index), read(twin, index)))
+    assert not np.array_equal(read(first, 0)[0], read(other_seed, 0)[0])
+    assert not np.array_equal(read(first, 0)[0], read(val, 0)[0])
+    labels = np.unique(np.concatenate([read(first, i)[1].ravel() for i in range(6)]))
+    assert set(labels.tolist()) <= {0, 1, 2, 3} and len(labels) >= 3
+    # the cache is reused: a second dataset of the same recipe does not redraw the files
+    stamp = osp.getmtime(first.get_data_info(0)['img_path'])
+    shapes(tmp_path / 'a', split='train', num_images=6, seed=3)
+    assert osp.getmtime(first.get_data_info(0)['img_path']) == stamp
+    with pytest.raises(ValueError, match='split must be'):
+        shapes(tmp_path, split='training')
+
+
+def demo_cfg(name, tmp_path, iters=3):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', name))
+    cfg.work_dir = str(tmp_path / 'work')
+    data_root = str(tmp_path / 'data')
+    cfg.train_dataloader.dataset.update(num_images=16, data_root=data_root)
+    cfg.val_dataloader.dataset.update(num_images=8, data_root=data_root)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
+    cfg.param_scheduler.end = iters
+    cfg.default_hooks.logger.interval = 1
+    if 'teacher_ckpt' in cfg.model:
+        cfg.model.teacher_ckpt = None  # a random teacher: these tests check the machinery only
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['segmentation.py', 'segmentation_cirkd.py'])
+def test_demo_config_trains_validates_and_resumes_its_memory(name, tmp_path):
+    cfg = demo_cfg(name, tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    scalars = runner.message_hub.log_scalars
+    loss_name = 'distill.loss_pixel_crd' if name == 'segmentation.py' else 'distill.loss_cirkd'
+    assert torch.isfinite(torch.tensor(scalars[f'train/{loss_name}'].current()))
+    assert 'val/mIoU' in scalars and 'val/teacher.mIoU' in scalars
+    checkpoint = torch.load(osp.join(cfg.work_dir, 'iter_3.pth'), weights_only=False)
+    (state,) = checkpoint['crd_memory_banks'].values()
+    assert state['kind'] == ('pixel_queue' if name == 'segmentation.py' else 'cirkd_memory')
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'CRDMemoryBankHook')
+    saved = next(iter(hook.banks.values())).fingerprint()
+
+    resumed_cfg = demo_cfg(name, tmp_path)
+    resumed_cfg.resume = True
+    resumed_cfg.load_from = osp.join(cfg.work_dir, 'iter_3.pth')
+    resumed = Runner.from_cfg(resumed_cfg)
+    resumed.train()  # nothing left to train: restores and stops
+    hook = next(h for h in resumed.hooks if type(h).__name__ == 'CRDMemoryBankHook')
+    assert torch.equal(next(iter(hook.banks.values())).fingerprint(), saved)
+
+
+def test_recipes_and_demo_configs_parse_and_their_losses_build():
+    from mmrazor.registry import MODELS
+
+    assert len(RECIPES) == 5
+    for path in RECIPES + sorted(glob.glob(osp.join(ROOT, 'configs', 'demo', 'segmentation*.py'))):
+        cfg = Config.fromfile(path)
+        if cfg.get('model', {}).get('type') != 'SingleTeacherDistill':
+            continue
+        distiller = cfg.model.distiller
+        for loss in distiller.distill_losses.values():
+            MODELS.build(loss)
+        for connector in distiller.get('connectors', {}).values():
+            MODELS.build(connector)
+        if any(
+            loss.type in ('PixelCRDLoss', 'CIRKDLoss') for loss in distiller.distill_losses.values()
+        ):
+            assert [h.type for h in cfg.custom_hooks] == ['CRDMemoryBankHook'], path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', RECIPES, ids=osp.basename)
+def test_every_segmentation_recipe_builds(path):
+    from mmrazor.registry import MODELS
+
+    cfg = Config.fromfile(path)
+    cfg.model.teacher_ckpt = None
+    model = MODELS.build(cfg.model)
+    losses = model.distiller.distill_losses
+    assert 'loss_cwd' in losses
+    assert type(model.architecture.backbone).__name__ == 'ResNetV1c'
+    assert model.architecture.backbone.depth == 18 and model.teacher.backbone.depth == 101
+    assert cfg.custom_hooks[-1].type == 'CRDMemoryBankHook' or list(losses) == ['loss_cwd']
