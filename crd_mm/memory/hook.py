@@ -58,11 +58,34 @@ def check_ranks_agree(banks: Dict[str, BaseContrastMemory], when: str) -> None:
         )
 
 
-def checkpoint_due(runner, event: str) -> bool:
+def best_improves(hook: CheckpointHook, runner, metrics: Optional[dict]) -> bool:
+    """Whether ``hook`` (with ``save_best``) saves a new best checkpoint for ``metrics``.
+
+    Mirrors ``CheckpointHook._save_best_checkpoint``'s comparison with the best
+    score in the message hub (the same on every rank, as are the metrics);
+    True when it cannot tell (``save_best='auto'`` before its first evaluation).
+    """
+    if not metrics:
+        return False  # CheckpointHook skips empty metrics
+    keys = hook.key_indicators
+    if 'auto' in keys:
+        return True
+    for key, rule in zip(keys, hook.rules):
+        score_key = 'best_score' if len(keys) == 1 else f'best_score_{key}'
+        info = runner.message_hub.runtime_info
+        best = info[score_key] if score_key in info else hook.init_value_map[rule]
+        score = metrics.get(key)
+        if score is not None and hook.is_better_than[key](score, best):
+            return True
+    return False
+
+
+def checkpoint_due(runner, event: str, metrics: Optional[dict] = None) -> bool:
     """Whether a ``CheckpointHook`` saves after this train 'iter', train 'epoch' or 'val' epoch.
 
-    Mirrors CheckpointHook's own schedule, so that sharded banks (whose
-    gathering needs every rank) are gathered just before a rank-0-only save.
+    Mirrors CheckpointHook's own schedule (and, after an evaluation, its
+    ``save_best`` decision for ``metrics``), so that the per-rank memory states
+    are written on every rank just before a rank-0-only save.
     """
     for hook in runner.hooks:
         if not isinstance(hook, CheckpointHook):
@@ -85,7 +108,7 @@ def checkpoint_due(runner, event: str) -> bool:
             )
         ):
             return True
-        if event == 'val' and hook.save_best:
+        if event == 'val' and hook.save_best and best_improves(hook, runner, metrics):
             return True
     return False
 
@@ -318,7 +341,7 @@ class CRDMemoryBankHook(Hook):
             logger='current',
         )
 
-    def _gather_for_checkpoint(self, runner, event: str) -> None:
+    def _gather_for_checkpoint(self, runner, event: str, metrics: Optional[dict] = None) -> None:
         """Before a scheduled (rank-0-only) save, every rank writes its per-rank memory states.
 
         ``CheckpointHook`` saves on rank 0 only and calls ``before_save_checkpoint``
@@ -333,7 +356,7 @@ class CRDMemoryBankHook(Hook):
         one) shares the folder. Collective.
         """
         collective = {name: bank for name, bank in self.banks.items() if bank.collective_state}
-        if not collective or not checkpoint_due(runner, event):
+        if not collective or not checkpoint_due(runner, event, metrics):
             return
         step = runner.iter + (1 if event == 'iter' else 0)  # the checkpoint's meta['iter']
         if self._prepared_iter == step:  # written for an earlier save at this iteration
@@ -407,7 +430,7 @@ class CRDMemoryBankHook(Hook):
         self._gather_for_checkpoint(runner, 'epoch')
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self._gather_for_checkpoint(runner, 'val')
+        self._gather_for_checkpoint(runner, 'val', metrics)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._collect_unreferenced_slices(runner)
