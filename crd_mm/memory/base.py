@@ -34,10 +34,13 @@ class BaseContrastMemory(metaclass=ABCMeta):
     Attributes:
         kind (str): names the state format in checkpoints; a resume refuses a
             checkpoint whose memory for a loss is of another kind.
-        collective_state (bool): whether :meth:`state_dict` is a collective that
-            every rank must call (a sharded memory gathering its rows); the hook
-            then calls it on every rank just before ``CheckpointHook`` saves on
-            rank 0. Defaults to False.
+        collective_state (bool): whether :meth:`state_dict` is this rank's part
+            of the state (a sharded memory's rows), to be called on every rank:
+            the hook then writes each rank's part to its own file just before
+            ``CheckpointHook`` saves on rank 0, and the checkpoint records where
+            (a resume passes ``per_rank``, every rank's part opened with
+            ``mmap=True``; a memory that is not collective gets the parts'
+            ``row_keys`` concatenated). Defaults to False.
         normalizers (Tensor, optional): NCE constants (Z_student, Z_teacher) to
             log, or None.
     """
@@ -78,7 +81,7 @@ class BaseContrastMemory(metaclass=ABCMeta):
 
     @abstractmethod
     def state_dict(self) -> Optional[dict]:
-        """The state to checkpoint (None on ranks other than 0 for a collective state)."""
+        """The state to checkpoint (this rank's part for a collective state)."""
 
     @abstractmethod
     def load_state_dict(self, state: dict, name: str = 'memory') -> None:
