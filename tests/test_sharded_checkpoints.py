@@ -5,6 +5,7 @@ with an uninterrupted run's banks at the same iteration, bit for bit.
 """
 
 import glob
+import os
 import os.path as osp
 import shutil
 
@@ -255,3 +256,44 @@ def test_slice_folders_follow_checkpoint_hook_on_every_rank(
         parts, entry = slice_files(tmp_path / 'work', name)
         assert entry['iter'] == step and len(parts) == 2
         assert_slices_equal(parts, banks_at(records, step), num_samples=12)
+
+
+def one_process_sharded_config(data, work_dir, max_epochs):
+    return crd_config(
+        data,
+        work_dir,
+        max_epochs=max_epochs,
+        batch_size=4,
+        loss_cfg=LOSS,
+        hooks=[dict(type='CRDMemoryBankHook', shard_banks=True)],
+    )
+
+
+def test_a_save_cut_short_is_cleaned_up_and_a_missing_slice_file_is_named(imagefolder, tmp_path):
+    """Slice files of a save that never reached its checkpoint go; a lost file stops the resume.
+
+    A folder of slices written before a crash (no checkpoint refers to it, a ``.partial`` file
+    inside) is removed once the resumed run has saved; a checkpoint whose slice file is gone
+    is refused with the folder and the fix named.
+    """
+    work = tmp_path / 'work'
+    Runner.from_cfg(one_process_sharded_config(imagefolder, work, max_epochs=1)).train()
+    entry = torch.load(work / 'epoch_1.pth', map_location='cpu')['crd_memory_banks'][BANK]
+    kept = entry['per_rank_files'].split('/')[1]
+    leftover = work / 'crd_memory' / 'iter_9_0badf00d' / BANK
+    leftover.mkdir(parents=True)
+    (leftover / 'rank0-of1.pth.partial').write_bytes(b'half a slice')
+
+    broken = tmp_path / 'broken'
+    shutil.copytree(work, broken)
+    os.remove(broken / entry['per_rank_files'] / 'rank0-of1.pth')
+    cfg = one_process_sharded_config(imagefolder, broken, max_epochs=2)
+    cfg.resume, cfg.load_from = True, str(broken / 'epoch_1.pth')
+    with pytest.raises(FileNotFoundError, match='rank0-of1.pth.*Keep the crd_memory/ folder'):
+        Runner.from_cfg(cfg).train()
+
+    cfg = one_process_sharded_config(imagefolder, work, max_epochs=2)
+    cfg.resume, cfg.load_from = True, str(work / 'epoch_1.pth')
+    Runner.from_cfg(cfg).train()
+    folders = set(os.listdir(work / 'crd_memory'))
+    assert kept in folders and 'iter_9_0badf00d' not in folders and len(folders) == 2

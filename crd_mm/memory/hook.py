@@ -151,7 +151,11 @@ def merge_rows(per_rank: List[dict]) -> dict:
     """
     parts = sorted(per_rank, key=lambda part: part.get('rank', 0))
     row_keys = parts[0].get('row_keys', ())
-    whole = {key: value for key, value in parts[0].items() if key not in row_keys}
+    whole = {
+        key: value.clone() if isinstance(value, torch.Tensor) else value  # not the mmap
+        for key, value in parts[0].items()
+        if key not in row_keys
+    }
     for key in row_keys:
         whole[key] = torch.cat([part[key] for part in parts])
     return whole

@@ -244,6 +244,6 @@ class ShardedMemoryBank(ContrastMemoryBank):
                 written[dst] = part['written'][src].to(self.device)
         self.student, self.teacher, self.written = student, teacher, written
         z = first['normalizers']
-        self.normalizers = None if z is None else z.to(self.device)
+        self.normalizers = None if z is None else z.to(self.device).clone()  # not the mmap
         self.seed = first['seed']
         self._staged = []
