@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from crd_mm.models.losses.crd_loss import contrast_scores
@@ -120,15 +121,45 @@ def iteration_op_counts(batch):
         embeds = [F.normalize(torch.randn(batch, D), dim=1).requires_grad_() for _ in range(2)]
         return embeds, samples
 
-    for seed in range(2):  # the first iteration also sets the normalisation constants
-        (e_s, e_t), samples = batch_inputs(seed)
-        with CountOps() as ops:
-            loss(e_s, e_t, samples).backward()
-            bank.apply_staged()
+    def iteration(inputs):
+        (e_s, e_t), samples = inputs
+        loss(e_s, e_t, samples).backward()
+        bank.apply_staged()
         assert e_s.grad is not None and e_t.grad is not None
-    return ops.counts
+
+    batches = [batch_inputs(seed) for seed in range(3)]  # made outside the counted regions
+    iteration(batches[0])  # the first iteration also sets the normalisation constants
+    with CountOps() as ops:
+        iteration(batches[1])
+    # the profiler also records operators that return their input (no kernel, but a call);
+    # counted: the operators called, not those a CPU kernel calls inside (some only above
+    # a size, to split the work between threads)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        iteration(batches[2])
+    return ops.counts, Counter(e.name for e in called_aten_ops(prof.events()))
 
 
-def test_a_crd_training_iteration_dispatches_as_many_operators_at_b4_as_at_b64():
-    small, large = iteration_op_counts(4), iteration_op_counts(64)
+def called_aten_ops(events):
+    """The profiler's aten events that no other aten operator called."""
+
+    def nested(event):
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith('aten::'):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    return [e for e in events if e.name.startswith('aten::') and not nested(e)]
+
+
+def test_a_crd_training_iteration_calls_as_many_operators_at_b4_as_at_b64():
+    (small, small_profiled), (large, large_profiled) = (
+        iteration_op_counts(4),
+        iteration_op_counts(64),
+    )
     assert small == large, f'B=4: {sum(small.values())} ops, B=64: {sum(large.values())} ops'
+    assert small_profiled == large_profiled, (
+        f'torch.profiler: B=4: {sum(small_profiled.values())} aten ops, '
+        f'B=64: {sum(large_profiled.values())}'
+    )

@@ -49,7 +49,9 @@ DENSE_SCORING_RATIO = 8
 
 def sample_labels(data_samples: Sequence) -> Optional[torch.Tensor]:
     """Each data sample's single class label, or None when the samples carry none."""
-    labels = [torch.as_tensor(sample.gt_label) for sample in data_samples if 'gt_label' in sample]
+    labels = [sample.gt_label for sample in data_samples if 'gt_label' in sample]
+    # torch.as_tensor would be an operator (a no-op) per sample for the usual tensor labels
+    labels = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in labels]
     if len(labels) != len(data_samples) or any(label.numel() != 1 for label in labels):
         return None
     # mmpretrain's (1,) labels are concatenated as they are: no operator per sample
