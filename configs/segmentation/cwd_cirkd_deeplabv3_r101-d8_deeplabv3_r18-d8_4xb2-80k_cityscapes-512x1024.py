@@ -1,10 +1,10 @@
 # CWD + CIRKD's memory terms on Cityscapes: DeepLabV3 R101-d8 -> R18-d8. The CWD recipe
 # (cwd_logits_deeplabv3_r101-d8_deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py) is kept whole;
 # CIRKD's pixel-to-memory and region-to-memory distillation is added on the features before the
-# classifier, with the authors' settings (_base_/dense_contrast_cityscapes.py).
+# classifier, with the authors' settings (configs/_base_/segmentation/dense_contrast_cityscapes.py).
 _base_ = [
     './cwd_logits_deeplabv3_r101-d8_deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py',  # noqa: E501
-    './_base_/dense_contrast_cityscapes.py',
+    '../_base_/segmentation/dense_contrast_cityscapes.py',
 ]
 
 model = dict(

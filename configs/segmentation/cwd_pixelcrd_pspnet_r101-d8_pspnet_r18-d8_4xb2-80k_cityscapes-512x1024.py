@@ -1,10 +1,10 @@
 # CWD + PixelCRD on Cityscapes: PSPNet R101-d8 -> R18-d8. The CWD recipe
 # (cwd_logits_pspnet_r101-d8_pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py) is kept whole (logits
 # CWD, the teacher's released checkpoint, the 80k schedule); PixelCRD is added on the features
-# before the classifier (_base_/dense_contrast_cityscapes.py).
+# before the classifier (configs/_base_/segmentation/dense_contrast_cityscapes.py).
 _base_ = [
     'mmrazor::distill/mmseg/cwd/cwd_logits_pspnet_r101-d8_pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',  # noqa: E501
-    './_base_/dense_contrast_cityscapes.py',
+    '../_base_/segmentation/dense_contrast_cityscapes.py',
 ]
 
 model = dict(

@@ -1,9 +1,9 @@
 # The skeleton of the segmentation demo's distillation configs: the student learns from the
-# frozen teacher of segmentation_teacher.py. Recorders capture both networks' logits
+# frozen teacher of teacher.py. Recorders capture both networks' logits
 # (decode_head.conv_seg, for CWD) and the features before the classifier
 # (decode_head.bottleneck, for the dense contrastive losses) and the student's data samples
 # (their ground-truth maps). Validation scores the student, then the teacher.
-_base_ = ['./segmentation_base.py']
+_base_ = ['./_shapes.py']
 
 default_scope = 'mmrazor'
 
@@ -12,9 +12,9 @@ model = dict(
     type='SingleTeacherDistill',
     architecture=_base_.student_net,
     teacher=_base_.teacher_net,
-    # written by `python tools/train.py configs/demo/segmentation_teacher.py
-    # --work-dir work_dirs/demo/segmentation_teacher`
-    teacher_ckpt='work_dirs/demo/segmentation_teacher/iter_1000.pth',
+    # written by `python tools/train.py configs/demo/segmentation/teacher.py
+    # --work-dir work_dirs/demo/segmentation/teacher`
+    teacher_ckpt='work_dirs/demo/segmentation/teacher/iter_1000.pth',
     distiller=dict(
         type='ConfigurableDistiller',
         student_recorders=dict(

@@ -1,9 +1,10 @@
 # The segmentation demo: CE + CWD on the logits + PixelCRD on the features before the
-# classifier (segmentation_distill_base.py). Train the teacher first:
-#   python tools/train.py configs/demo/segmentation_teacher.py \
-#       --work-dir work_dirs/demo/segmentation_teacher
-#   python tools/train.py configs/demo/segmentation.py --work-dir work_dirs/demo/segmentation
-_base_ = ['./segmentation_distill_base.py']
+# classifier (_distill.py). Train the teacher first:
+#   python tools/train.py configs/demo/segmentation/teacher.py \
+#       --work-dir work_dirs/demo/segmentation/teacher
+#   python tools/train.py configs/demo/segmentation/cwd_pixel_crd.py \
+#       --work-dir work_dirs/demo/segmentation/cwd_pixel_crd
+_base_ = ['./_distill.py']
 
 model = dict(
     distiller=dict(

@@ -1,6 +1,6 @@
 # Segmentation demo: CE + CWD on the logits + CIRKD's pixel and region memory terms on the
-# features before the classifier (segmentation_distill_base.py).
-_base_ = ['./segmentation_distill_base.py']
+# features before the classifier (_distill.py).
+_base_ = ['./_distill.py']
 
 model = dict(
     distiller=dict(

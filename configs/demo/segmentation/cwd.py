@@ -1,5 +1,5 @@
-# Segmentation demo: CE + CWD on the logits (segmentation_distill_base.py).
-_base_ = ['./segmentation_distill_base.py']
+# Segmentation demo: CE + CWD on the logits (_distill.py).
+_base_ = ['./_distill.py']
 
 model = dict(
     distiller=dict(
