@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from mmcv.transforms import Compose
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmpretrain.registry import TRANSFORMS
@@ -66,6 +67,13 @@ def geometry_step(pipeline):
     """The KeyAlignedGeometry dict of a pipeline, and its wrapped transforms by type."""
     (wrapper,) = [t for t in pipeline if t['type'] == 'KeyAlignedGeometry']
     return wrapper, {t['type']: t for t in wrapper['transforms']}
+
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build transforms in mmpretrain's scope, whatever scope an earlier test's Runner left."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
 
 
 @pytest.mark.parametrize('flip_prob', [1.0, None])  # None: the page's own probability
