@@ -7,12 +7,32 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
 import crd_mm  # noqa: F401
 
+TESTS_DIR = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = sorted(glob.glob(osp.join(ROOT, 'configs', 'segmentation', '*.py')))
+
+
+@HOOKS.register_module(force=True)
+class SegMemoryProbeHook(Hook):
+    """Writes every rank's memory fingerprints after training (for the 2-process test)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+
+    def after_train(self, runner):
+        from mmengine.dist import get_rank
+
+        (owner,) = [h for h in runner.hooks if type(h).__name__ == 'CRDMemoryBankHook']
+        prints = {name: memory.fingerprint() for name, memory in owner.banks.items()}
+        torch.save(prints, osp.join(self.out_dir, f'memory_rank{get_rank()}.pth'))
 
 
 def shapes(tmp_path, **kwargs):
@@ -132,3 +152,37 @@ def test_every_segmentation_recipe_builds(path):
     assert model.architecture.backbone.depth == 18 and model.teacher.backbone.depth == 101
     if list(losses) != ['loss_cwd']:  # the dense losses' memories need the hook
         assert cfg.custom_hooks[-1].type == 'CRDMemoryBankHook'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['cwd_pixel_crd.py', 'cwd_cirkd.py'])
+def test_two_processes_keep_the_dense_memories_identical(name, tmp_path, cmd, free_port):
+    cfg = demo_cfg(name, tmp_path, iters=3)
+    cfg.custom_hooks.append(dict(type='SegMemoryProbeHook', out_dir=str(tmp_path)))
+    cfg.custom_imports = dict(
+        imports=[*cfg.custom_imports.imports, 'test_segmentation'], allow_failed_imports=False
+    )
+    cfg.dump(tmp_path / 'seg_dist.py')
+    cmd.python(
+        [
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node=2',
+            f'--master_port={free_port}',
+            'tools/train.py',
+            str(tmp_path / 'seg_dist.py'),
+            '--launcher',
+            'pytorch',
+        ],
+        env={'PYTHONPATH': osp.pathsep.join([ROOT, TESTS_DIR]), 'OMP_NUM_THREADS': '1'},
+        timeout=400,
+    )
+    ranks = [torch.load(tmp_path / f'memory_rank{r}.pth') for r in (0, 1)]
+    assert list(ranks[0]) == list(ranks[1]) and len(ranks[0]) == 1
+    for name_ in ranks[0]:
+        assert torch.equal(ranks[0][name_], ranks[1][name_])
+    fresh = demo_cfg(name, tmp_path / 'fresh')
+    fresh_runner = Runner.from_cfg(fresh)
+    fresh_runner.call_hook('before_train')  # memories as built, before any update
+    (owner,) = [h for h in fresh_runner.hooks if type(h).__name__ == 'CRDMemoryBankHook']
+    assert not torch.equal(next(iter(owner.banks.values())).fingerprint(), ranks[0][name_])
