@@ -18,3 +18,7 @@ model = dict(
 
 # owns CIRKD's pixel and region memories (checkpointed and resumed)
 custom_hooks = [dict(type='CRDMemoryBankHook')]
+
+# stop at the first non-finite loss, naming the iteration and the terms (docs/reliability.md)
+default_hooks = dict(stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'))
+custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)

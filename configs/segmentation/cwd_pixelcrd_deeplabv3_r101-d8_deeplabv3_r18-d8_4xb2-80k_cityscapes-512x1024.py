@@ -19,3 +19,6 @@ model = dict(
 
 # owns the PixelQueue (updated from every GPU's pixels, checkpointed and resumed)
 custom_hooks = [dict(type='CRDMemoryBankHook')]
+
+# stop at the first non-finite loss, naming the iteration and the terms (docs/reliability.md)
+default_hooks = dict(stop_on_non_finite_loss=dict(type='StopOnNonFiniteLossHook'))

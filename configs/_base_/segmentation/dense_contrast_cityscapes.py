@@ -3,7 +3,7 @@
 # ConvModule whose output (the features before the classifier) has 512 channels in the
 # R101 configs and 128 in the R18 ones, at stride 8; this file defines the recorders, the
 # connectors, the losses and their mappings that the recipes put into the model.
-custom_imports = dict(imports=['crd_mm'], allow_failed_imports=False)
+# (each recipe imports crd_mm itself: custom_imports may be set by one base only)
 
 num_classes = 19
 teacher_channels = 512
