@@ -196,3 +196,31 @@ def test_two_processes_keep_the_dense_memories_identical(name, tmp_path, cmd, fr
     fresh_runner.call_hook('before_train')  # memories as built, before any update
     (owner,) = [h for h in fresh_runner.hooks if type(h).__name__ == 'CRDMemoryBankHook']
     assert not torch.equal(next(iter(owner.banks.values())).fingerprint(), ranks[0][name_])
+
+
+@pytest.mark.slow
+def test_exported_student_loads_in_mmseg_and_segments_as_the_distillers_student(tmp_path):
+    """convert_to_student on the PixelCRD demo: mmseg's init_model loads it, same masks."""
+    from mmseg.apis import inference_model, init_model
+
+    from crd_mm.utils.export import export_student
+
+    cfg = demo_cfg('cwd_pixel_crd.py', tmp_path, iters=2)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    config_path = osp.join(cfg.work_dir, 'distill.py')
+    cfg.dump(config_path)
+    out = tmp_path / 'student'
+    student_cfg, student_ckpt = export_student(
+        Config.fromfile(config_path), osp.join(cfg.work_dir, 'iter_2.pth'), str(out)
+    )
+    model = init_model(student_cfg, student_ckpt, device='cpu')
+    checkpoint = torch.load(student_ckpt, weights_only=True)
+    assert set(checkpoint['state_dict']) == set(model.state_dict())
+
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    exported = inference_model(model, image).pred_sem_seg.data
+    distiller_student = runner.model.architecture
+    distiller_student.cfg = model.cfg  # inference_model reads the test pipeline from cfg
+    expected = inference_model(distiller_student, image).pred_sem_seg.data
+    assert torch.equal(exported, expected)

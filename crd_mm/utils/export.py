@@ -233,6 +233,14 @@ def student_config(cfg: Config) -> Config:
     for key in ('tta_model', 'tta_pipeline'):
         if cfg.get(key) is not None:
             out[key] = _plain(cfg[key])
+    if isinstance(cfg.get('test_pipeline'), list):  # mmseg's inference_model reads it
+        # by bare type name (it drops 'LoadAnnotations'): the student's own scope is implied
+        out['test_pipeline'] = [
+            dict(t, type=t['type'][len(scope) + 1 :])
+            if isinstance(t.get('type'), str) and t['type'].startswith(f'{scope}.')
+            else t
+            for t in _student_pipeline(_plain(cfg.test_pipeline), input_key)
+        ]
     ours = _crd_mm_names()
     if isinstance(out.get('default_hooks'), dict):  # crd_mm's hooks act in training only
         out['default_hooks'] = {
@@ -240,8 +248,9 @@ def student_config(cfg: Config) -> Config:
             for k, v in out['default_hooks'].items()
             if not (isinstance(v, dict) and _type_name(v) in ours)
         }
-    if _type_names(out) & ours:
-        out = dict(custom_imports=dict(imports=['crd_mm'], allow_failed_imports=False), **out)
+    if _type_names(out) & ours:  # the run's own imports (crd_mm, or one of its modules)
+        imports = _plain(cfg.get('custom_imports', {})).get('imports') or ['crd_mm']
+        out = dict(custom_imports=dict(imports=imports, allow_failed_imports=False), **out)
     return Config(out)
 
 
