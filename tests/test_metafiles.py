@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-FOLDERS = ('crd', 'dcd', 'crcd', 'ckd', 'ensemble', 'crossmodal', 'detection')
+FOLDERS = ('crd', 'dcd', 'crcd', 'ckd', 'ensemble', 'crossmodal', 'detection', 'segmentation')
 NO_NUMBER = ('—', '--')
 LINK = re.compile(r'\[[^\]]*\]\(([^)\s]+)\)')
 
