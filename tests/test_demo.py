@@ -205,6 +205,24 @@ def test_demo_smoke_runs_every_row_on_every_seed_end_to_end(cmd, tmp_path):
     assert cv2.imread(str(tmp_path / 'results.png')) is not None
 
 
+@pytest.mark.slow  # five segmentation rows, one seed, 4 iterations on 16 images: about 40 s
+def test_demo_segmentation_smoke_loads_each_seeds_teacher_and_reads_each_runs_miou(cmd, tmp_path):
+    demo = load_demo()
+    out = cmd.python(
+        ['tools/demo.py', '--segmentation', '--smoke', '--seeds', '0', '--work-dir', tmp_path],
+        timeout=900,
+    )
+    rows = table_rows(out, 'mIoU on the synthetic shapes')
+    assert [(r[0], r[1]) for r in rows] == [(row.label, row.config) for row in demo.SEG_ROWS]
+    for r, row in zip(rows, demo.SEG_ROWS):
+        record = last_json_record(tmp_path / 'seed0' / demo.run_name(row.config), 'mIoU')
+        assert r[3] == f'{record["mIoU"]:.2f}'  # the table reads each run's own log
+        if row.teachers:  # it loaded seed 0's teacher: it scores it as the teacher's run did
+            teacher = last_json_record(tmp_path / 'seed0' / 'teacher', 'mIoU')
+            assert record['teacher.mIoU'] == teacher['mIoU']
+    assert cv2.imread(str(tmp_path / 'segmentation.png')) is not None
+
+
 @pytest.mark.slow  # the ensemble and cross-modal rows with linear probes, 1 epoch on subsets
 def test_demo_frontier_smoke_probes_every_row(cmd, tmp_path):
     demo = load_demo()

@@ -28,7 +28,12 @@ task none of them was trained on, the digits rotated by 90 degrees.
 Usage::
 
     python tools/demo.py [--work-dir work_dirs/demo] [--seeds 0 1 2] [--jobs N]
-                         [--smoke] [--frontier]
+                         [--smoke] [--frontier | --segmentation]
+
+``--segmentation`` runs the segmentation rows instead (seeds 0 1 2): a PSPNet
+teacher and a narrower student on bundled synthetic shapes
+(``configs/demo/segmentation/``), the student alone and distilled by CWD,
+CWD + PixelCRD and CWD + CIRKD, judged by mIoU.
 
 ``--smoke`` trains one epoch on a small subset (a quick end-to-end check).
 """
@@ -66,7 +71,7 @@ class Row(NamedTuple):
     earlier rows whose last checkpoints (of the same seed) they get; by
     default a config with ``model.teacher_ckpt`` gets the teacher row's.
     ``baseline`` is the row it is compared with: the student trained alone
-    on the same view.
+    on the same view. ``metric`` is the validation metric it is judged by.
     """
 
     label: str
@@ -74,6 +79,7 @@ class Row(NamedTuple):
     probe: str = PROBE
     teachers: Tuple[Tuple[str, str], ...] = ()
     baseline: str = 'configs/demo/student.py'
+    metric: str = METRIC
 
 
 class Run(NamedTuple):
@@ -129,12 +135,45 @@ FRONTIER_ROWS = [
     ),
 ]
 
+# --segmentation: PSPNet students on bundled synthetic shapes (configs/demo/segmentation/),
+# judged by mIoU; every distillation row loads the teacher of its own seed.
+SEG_TEACHER = 'configs/demo/segmentation/teacher.py'
+SEG_STUDENT = 'configs/demo/segmentation/student.py'
+SEG_METRIC = 'mIoU'
+SEG_ROWS = [
+    Row('teacher: PSPNet ResNetV1c-18, width 16', SEG_TEACHER, metric=SEG_METRIC),
+    Row('student alone: width 8', SEG_STUDENT, baseline=SEG_STUDENT, metric=SEG_METRIC),
+    *(
+        Row(
+            label,
+            f'configs/demo/segmentation/{name}.py',
+            teachers=(('model.teacher_ckpt', SEG_TEACHER),),
+            baseline=SEG_STUDENT,
+            metric=SEG_METRIC,
+        )
+        for label, name in (
+            ('student + CWD', 'cwd'),
+            ('student + CWD + PixelCRD', 'cwd_pixel_crd'),
+            ('student + CWD + CIRKD', 'cwd_cirkd'),
+        )
+    ),
+]
+TEACHER_ROWS = (TEACHER, SECOND_TEACHER, SEG_TEACHER)
+
 # One epoch on the first 96 training and 64 test images.
 SMOKE_OPTIONS = {
     'train_cfg.max_epochs': 1,
     'train_cfg.val_interval': 1,
     'train_dataloader.dataset.indices': 96,
     'val_dataloader.dataset.indices': 64,
+}
+# --segmentation --smoke: 4 iterations on 16 training and 8 validation images.
+SEG_SMOKE_OPTIONS = {
+    'train_cfg.max_iters': 4,
+    'train_cfg.val_interval': 4,
+    'param_scheduler.end': 4,
+    'train_dataloader.dataset.num_images': 16,
+    'val_dataloader.dataset.num_images': 8,
 }
 # Epochs of the linear probe's head (SGD lr 0.1, cosine), and the smoke run's probe.
 PROBE_EPOCHS = 10
@@ -171,6 +210,12 @@ def parse_args():
         action='store_true',
         help='ensemble and cross-modal rows with linear probes instead of the main table',
     )
+    parser.add_argument(
+        '--segmentation',
+        action='store_true',
+        help='semantic segmentation rows (student alone, CWD, CWD + PixelCRD, CWD + CIRKD) '
+        'on synthetic shapes, judged by mIoU, instead of the main table',
+    )
     return parser.parse_args()
 
 
@@ -191,7 +236,7 @@ def run_name(config: str) -> str:
     return osp.splitext(osp.basename(config))[0]
 
 
-def last_validation(run_dir: str) -> dict:
+def last_validation(run_dir: str, metric: str = METRIC) -> dict:
     """The metrics of the last validation in the json log of a run's ``<timestamp>`` dir."""
     timestamp = osp.basename(run_dir)
     log_file = osp.join(run_dir, 'vis_data', f'{timestamp}.json')
@@ -199,10 +244,10 @@ def last_validation(run_dir: str) -> dict:
     with open(log_file) as f:
         for line in f:
             record = json.loads(line)
-            if METRIC in record:
+            if metric in record:
                 last = record
     if last is None:
-        raise RuntimeError(f'{log_file} holds no {METRIC!r}: the run never validated')
+        raise RuntimeError(f'{log_file} holds no {metric!r}: the run never validated')
     return last
 
 
@@ -243,7 +288,7 @@ def quiet_worker() -> None:
     sys.stdout = open(os.devnull, 'w')
 
 
-def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
+def train(config: str, work_dir: str, seed: int, options: dict, metric: str = METRIC) -> Run:
     """Train one run in this (worker) process, as tools/train.py would, and read back its result."""
     from mmengine.runner import Runner
 
@@ -262,10 +307,10 @@ def train(config: str, work_dir: str, seed: int, options: dict) -> Run:
     try:
         runner.train()
     except NonFiniteLossError as error:  # the configs' StopOnNonFiniteLossHook stopped it
-        return Run({METRIC: math.nan}, '', time.time() - start, error.epoch)
+        return Run({metric: math.nan}, '', time.time() - start, error.epoch)
     run_dir = osp.join(work_dir, runner.timestamp)
     return Run(
-        last_validation(run_dir),
+        last_validation(run_dir, metric),
         last_checkpoint(work_dir),
         time.time() - start,
         first_non_finite_loss(run_dir),
@@ -300,7 +345,7 @@ def train_rows(
                         f'{train_command(row.config, work_dir, seed, run_options)}',
                         flush=True,
                     )
-                    future = pool.submit(train, row.config, work_dir, seed, run_options)
+                    future = pool.submit(train, row.config, work_dir, seed, run_options, row.metric)
                     running[future] = (row, seed, work_dir)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -327,7 +372,8 @@ def train_rows(
                     else f', DIVERGED: NaN/inf loss from epoch {run.diverged_at}'
                 )
                 print(
-                    f'[demo] seed {seed}, {row.label}: top-1 {run.metrics[METRIC]:.2f} '
+                    f'[demo] seed {seed}, {row.label}: {metric_name(row.metric)} '
+                    f'{run.metrics[row.metric]:.2f} '
                     f'({run.seconds:.0f} s{diverged})',
                     flush=True,
                 )
@@ -437,6 +483,11 @@ def draw_pictures(commands: Dict[str, List[str]], work_root: str) -> None:
         print(f'  {out} ({status}):\n    {shlex.join(["python", *cmd])}')
 
 
+def metric_name(metric: str) -> str:
+    """How tables and charts name a validation metric."""
+    return 'top-1' if metric == METRIC else metric
+
+
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
@@ -452,17 +503,25 @@ def format_table(
     """A markdown table: label, config, top-1 mean +- std, per seed, gain over the row's baseline,
     probe, time."""
 
-    def mean_top1(config):
-        return mean_std([results[config, s].metrics[METRIC] for s in seeds])[0]
+    metric = rows[0].metric
 
-    header = ['method', 'config', 'top-1 (%) mean +- std', 'per seed', 'vs student alone']
+    def mean_top1(config):
+        return mean_std([results[config, s].metrics[metric] for s in seeds])[0]
+
+    header = [
+        'method',
+        'config',
+        f'{metric_name(metric)} (%) mean +- std',
+        'per seed',
+        'vs student alone',
+    ]
     if probes is not None:
         header.append('linear probe (%)')
     header.append('time per run (s)')
     lines = [header]
     for row in rows:
         runs = [results[row.config, s] for s in seeds]
-        top1 = [run.metrics[METRIC] for run in runs]
+        top1 = [run.metrics[metric] for run in runs]
         mean, std = mean_std(top1)
         per_seed = [
             f'{v:.2f}'
@@ -476,7 +535,7 @@ def format_table(
             f'{mean:.2f} +- {std:.2f}',
             ' / '.join(per_seed),
             ''
-            if row.config in (row.baseline, TEACHER, SECOND_TEACHER)
+            if row.config in (row.baseline, *TEACHER_ROWS)
             else f'{mean - mean_top1(row.baseline):+.2f}',
         ]
         if probes is not None:
@@ -516,20 +575,21 @@ def plot_results(
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    stats = [mean_std([results[row.config, s].metrics[METRIC] for s in seeds]) for row in rows]
+    metric = rows[0].metric
+    stats = [mean_std([results[row.config, s].metrics[metric] for s in seeds]) for row in rows]
     means, stds = [m for m, _ in stats], [s for _, s in stats]
     colours = [
         'tab:gray'
-        if row.config in (TEACHER, SECOND_TEACHER)
+        if row.config in TEACHER_ROWS
         else 'tab:red'
-        if row.config == STUDENT
+        if row.config == row.baseline
         else 'tab:blue'
         for row in rows
     ]
     fig, ax = plt.subplots(figsize=(10, 4.8))
     bars = ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colours)
     ax.bar_label(bars, labels=[f'{m:.1f}' for m in means], padding=3)
-    baseline = means[[row.config for row in rows].index(STUDENT)]
+    baseline = means[[row.config for row in rows].index(rows[1].baseline)]
     ax.axhline(baseline, color='tab:red', linestyle='--', linewidth=1)
     ax.text(
         len(rows) - 0.5,
@@ -547,7 +607,7 @@ def plot_results(
         ha='right',
         fontsize=8,
     )
-    ax.set_ylabel('top-1 accuracy (%)')
+    ax.set_ylabel(f'{metric_name(metric)} (%)')
     ax.set_ylim(max(0.0, min(means) - 15), 100)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -666,9 +726,11 @@ def export_and_predict(
 def main():
     args = parse_args()
     work_root = osp.abspath(args.work_dir)
-    rows = FRONTIER_ROWS if args.frontier else ROWS
+    rows = FRONTIER_ROWS if args.frontier else SEG_ROWS if args.segmentation else ROWS
     seeds = args.seeds if args.seeds is not None else ([0] if args.frontier else [0, 1, 2])
     options = dict(SMOKE_OPTIONS) if args.smoke else {}
+    if args.segmentation:
+        options = dict(SEG_SMOKE_OPTIONS) if args.smoke else {}
     # these networks are too small to gain from intra-op threads; spinning
     # OpenMP threads made training ~10x slower on a busy machine
     os.environ.setdefault('OMP_NUM_THREADS', '1')
@@ -676,7 +738,12 @@ def main():
     results = train_rows(rows, seeds, work_root, options, max(1, args.jobs))
 
     seed_text = ', '.join(map(str, seeds))
-    if args.smoke:
+    if args.segmentation:
+        title = (
+            f'mIoU on the synthetic shapes validation split after the last iteration'
+            f'{" (smoke run: 4 iterations)" if args.smoke else ""}, seeds {seed_text}'
+        )
+    elif args.smoke:
         title = f'Smoke run (1 epoch, data subsets): top-1 on 64 test images, seeds {seed_text}'
     else:
         title = (
@@ -705,10 +772,17 @@ def main():
             'epoch(s) on the frozen features of each network, on the digits rotated by 90 degrees '
             f'({PROBE}; {PROBE_4PX} for the 4x4 students), per seed'
         )
-    chart = osp.join(work_root, 'frontier.png' if args.frontier else 'results.png')
+    chart = osp.join(
+        work_root,
+        'frontier.png'
+        if args.frontier
+        else 'segmentation.png'
+        if args.segmentation
+        else 'results.png',
+    )
     plot_results(rows, seeds, results, title, chart)
     print(f'Bar chart: {chart}')
-    if not args.frontier:
+    if not (args.frontier or args.segmentation):
         draw_pictures(picture_commands(results, seeds[0], work_root), work_root)
         deliverable = results[EXPORT_CONFIG, seeds[0]]
         if deliverable.checkpoint and deliverable.diverged_at is None:
