@@ -76,7 +76,9 @@ fi
 
 step "install mmcv, the OpenMMLab stack, test tools and crd_mm"
 "${PIP[@]}" install -q "$WHEEL" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+# --no-use-pep517: the legacy editable install (an egg-link to this checkout, setuptools < 80),
+# the kind openmim finds; a PEP 660 one leaves openmim nothing beside its metadata.
+"${PIP[@]}" install -q --no-deps --no-build-isolation --no-use-pep517 -e "$ROOT"
 
 step "check that mmcv's compiled ops and crd_mm import"
 "$VENV/bin/python" -c "import mmcv._ext, mmcv.ops, crd_mm; print('[install] mmcv', mmcv.__version__, 'with ops; crd_mm', crd_mm.__version__)"
