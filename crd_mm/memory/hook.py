@@ -245,10 +245,11 @@ class CRDMemoryBankHook(Hook):
     'CRDMemoryBankHook')`` needs no arguments.
 
     Args:
-        bank_dtype (str): 'float32' or 'float16' storage (half an ImageNet bank's memory).
-        seed (int, optional): seeds bank initialisation and negative sampling;
-            defaults to the runner's seed, taken from rank 0 (identical on
-            every rank, also with ``diff_rank_seed=True``).
+        bank_dtype (str): 'float32', 'float16' or 'bfloat16' storage (half
+            precision halves an ImageNet bank). Defaults to 'float32'.
+        seed (int, optional): seeds bank initialisation and negative sampling.
+            Defaults to None: the runner's seed, taken from rank 0 (identical
+            on every rank, also with ``diff_rank_seed=True``).
         shard_banks (bool): store each bank's rows split across the W ranks
             (:class:`~crd_mm.memory.ShardedMemoryBank`, N x D x bytes x 2 / W
             per rank) instead of whole on every rank; negatives, losses and
@@ -259,6 +260,7 @@ class CRDMemoryBankHook(Hook):
             only the rows each rank owns (also on another world size). Folders no
             remaining checkpoint refers to are removed after each save. Losses
             with ``memory='queue'`` keep their (small) queue on every rank.
+            Defaults to False.
     """
 
     priority = 'NORMAL'
@@ -431,17 +433,32 @@ class CRDMemoryBankHook(Hook):
                 shutil.rmtree(osp.join(store, folder), ignore_errors=True)
 
     def after_train_epoch(self, runner) -> None:
+        """Write per-rank memory state if CheckpointHook saves after this epoch (all ranks)."""
         self._gather_for_checkpoint(runner, 'epoch')
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        """Write per-rank memory state if ``save_best`` keeps a new best from ``metrics``.
+
+        Args:
+            runner (Runner): the runner.
+            metrics (dict, optional): this evaluation's metrics. Defaults to None.
+        """
         self._gather_for_checkpoint(runner, 'val', metrics)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """Remove slice folders no checkpoint refers to any more, then seed this step's draws.
+
+        Args:
+            runner (Runner): the runner.
+            batch_idx (int): the iteration's index in the epoch.
+            data_batch (dict, optional): the batch. Defaults to None.
+        """
         self._collect_unreferenced_slices(runner)
         for bank in self.banks.values():
             bank.reseed(runner.iter)
 
     def after_train(self, runner) -> None:
+        """Remove slice folders that the last saves left unreferenced."""
         self._collect_unreferenced_slices(runner)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
