@@ -44,6 +44,27 @@ def test_a_num_negatives_given_to_a_queue_is_ignored():
     assert loss.bank_requirements()['memory'] == 'queue'
 
 
+def test_building_a_queue_warns_that_it_trails_banks_on_real_images():
+    """Until a queue is shown to match a bank on real images, building one says so."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        CRDLoss(memory='queue', queue_size=8)
+        assert any("prefer memory='bank'" in r.getMessage().lower() for r in records)
+        records.clear()
+        CRDLoss()  # a bank: no such warning
+        assert not records
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_a_queue_longer_than_the_dataset_is_refused():
     with pytest.raises(ValueError, match=r'between 1 and the training-set size \(10\)'):
         ContrastQueue(10, 11, 8)
