@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import os.path as osp
+import shutil
 import signal
 import sys
 import time
@@ -95,15 +96,19 @@ def runs(tmp_path_factory, cmd):
     tmp = tmp_path_factory.mktemp('analysis')
     student = train('configs/demo/student.py', tmp / 'student')
     kd = train('configs/demo/kd.py', tmp / 'kd', **{'model.teacher_ckpt': None})
+    # the tools below read a copy: the resumed run further down dumps student.py again, and a
+    # tool reading it mid-write saw a config without its dataloaders
+    student_cfg = tmp / 'student_config.py'
+    shutil.copyfile(tmp / 'student' / 'student.py', student_cfg)
     heavy = Outputs(
         cmd,
         dict(
             correlation=[
                 sys.executable,
                 CORRELATION,
-                tmp / 'student' / 'student.py',
+                student_cfg,
                 tmp / 'student' / 'epoch_1.pth',
-                tmp / 'student' / 'student.py',
+                student_cfg,
                 tmp / 'student' / 'epoch_2.pth',
                 tmp / 'kd' / 'kd.py',
                 tmp / 'kd' / 'epoch_2.pth',
@@ -116,7 +121,7 @@ def runs(tmp_path_factory, cmd):
             tsne=[
                 sys.executable,
                 TSNE,
-                tmp / 'student' / 'student.py',
+                student_cfg,
                 tmp / 'student' / 'epoch_2.pth',
                 tmp / 'kd' / 'kd.py',
                 tmp / 'kd' / 'epoch_2.pth',
