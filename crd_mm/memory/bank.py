@@ -17,7 +17,7 @@ import torch
 from mmengine import dist
 from mmengine.logging import print_log
 
-from .base import BANK, MEMORIES, BaseContrastMemory
+from .base import BANK, MEMORIES, BaseContrastMemory, normalizer_checksum, state_checksum
 
 NEGATIVE_SAMPLING_MODES = ('class_exact', 'uniform')
 INIT_CHUNKS = 16
@@ -251,24 +251,8 @@ class ContrastMemoryBank(BaseContrastMemory):
 
     def fingerprint(self) -> torch.Tensor:
         """A float64 checksum of both banks, Z and the written mask (compares ranks cheaply)."""
-        weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        z = (
-            torch.zeros(2, device=self.device, dtype=torch.float64)
-            if self.normalizers is None
-            else self.normalizers.double()
-        )
-        return torch.cat(
-            [
-                torch.stack(
-                    [
-                        self.student.double().matmul(weights).sum(),
-                        self.teacher.double().matmul(weights).sum(),
-                        self.written.double().sum(),
-                    ]
-                ),
-                z,
-            ]
-        )
+        rows = state_checksum([self.student, self.teacher], [self.written])
+        return torch.cat([rows, normalizer_checksum(self.normalizers, self.device)])
 
     def _index_classes(self, labels):
         """Sort sample indices by class so that per-class draws are offsets into one array."""

@@ -8,7 +8,7 @@ to the hook.
 """
 
 from abc import ABCMeta, abstractmethod
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmengine.registry import Registry
@@ -91,6 +91,26 @@ class BaseContrastMemory(metaclass=ABCMeta):
     def state_kind(state: dict) -> str:
         """The kind of a checkpointed state (states written before ``kind`` existed included)."""
         return state.get('kind') or (QUEUE if 'queue_size' in state else BANK)
+
+
+def state_checksum(rows: Sequence[torch.Tensor], counters: Sequence[torch.Tensor] = ()):
+    """float64 checksums for :meth:`BaseContrastMemory.fingerprint`, one per tensor.
+
+    Each tensor of ``rows`` (embeddings of width D, last axis) gives the sum of its rows'
+    dot products with (1, ..., D); each of ``counters`` (already weighted by position where
+    order matters) gives its sum.
+    """
+    weights = torch.arange(1, rows[0].shape[-1] + 1, device=rows[0].device, dtype=torch.float64)
+    return torch.stack(
+        [r.double().matmul(weights).sum() for r in rows] + [c.double().sum() for c in counters]
+    )
+
+
+def normalizer_checksum(normalizers: Optional[torch.Tensor], device) -> torch.Tensor:
+    """The NCE constants (Z_student, Z_teacher) in float64; zeros before they are set."""
+    if normalizers is None:
+        return torch.zeros(2, device=device, dtype=torch.float64)
+    return normalizers.double()
 
 
 def memory_type(spec: dict, shard_banks: bool) -> str:

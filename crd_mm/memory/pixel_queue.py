@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mmengine import dist
 
 from .bank import Contrast, all_gather_varying, first_batch_normalizers
-from .base import MEMORIES, BaseContrastMemory
+from .base import MEMORIES, BaseContrastMemory, normalizer_checksum, state_checksum
 
 IGNORE_INDEX = 255
 
@@ -232,26 +232,10 @@ class PixelQueue(BaseContrastMemory):
 
     def fingerprint(self) -> torch.Tensor:
         """A float64 checksum of the entries, the pointers and Z."""
-        weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        z = (
-            torch.zeros(2, device=self.device, dtype=torch.float64)
-            if self.normalizers is None
-            else self.normalizers.double()
-        )
         order = torch.arange(1, self.num_classes + 1, device=self.device, dtype=torch.float64)
-        return torch.cat(
-            [
-                torch.stack(
-                    [
-                        self.student.double().matmul(weights).sum(),
-                        self.teacher.double().matmul(weights).sum(),
-                        (self.ptr.double() * order).sum(),
-                        (self.written.double() * order).sum(),
-                    ]
-                ),
-                z,
-            ]
-        )
+        counters = [self.ptr.double() * order, self.written.double() * order]
+        rows = state_checksum([self.student, self.teacher], counters)
+        return torch.cat([rows, normalizer_checksum(self.normalizers, self.device)])
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -448,16 +432,9 @@ class CIRKDMemory(BaseContrastMemory):
 
     def fingerprint(self) -> torch.Tensor:
         """A float64 checksum of both queues and their pointers."""
-        weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
         order = torch.arange(1, self.num_classes + 1, device=self.device, dtype=torch.float64)
-        return torch.stack(
-            [
-                self.pixels.double().matmul(weights).sum(),
-                self.regions.double().matmul(weights).sum(),
-                (self.pixel_ptr.double() * order).sum(),
-                (self.region_ptr.double() * order).sum(),
-            ]
-        )
+        counters = [self.pixel_ptr.double() * order, self.region_ptr.double() * order]
+        return state_checksum([self.pixels, self.regions], counters)
 
     # ------------------------------------------------------------ checkpoint
     def _shape(self) -> tuple:

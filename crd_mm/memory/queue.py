@@ -16,7 +16,7 @@ from .bank import (
     gathered_updates,
     initial_rows,
 )
-from .base import MEMORIES, QUEUE, BaseContrastMemory
+from .base import MEMORIES, QUEUE, BaseContrastMemory, normalizer_checksum, state_checksum
 
 
 @MEMORIES.register_module()
@@ -184,26 +184,12 @@ class ContrastQueue(BaseContrastMemory):
 
     def fingerprint(self) -> torch.Tensor:
         """A float64 checksum of the entries, their order and Z (compares ranks cheaply)."""
-        weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        z = (
-            torch.zeros(2, device=self.device, dtype=torch.float64)
-            if self.normalizers is None
-            else self.normalizers.double()
-        )
         order = torch.arange(1, self.queue_size + 1, device=self.device, dtype=torch.float64)
-        return torch.cat(
-            [
-                torch.stack(
-                    [
-                        self.student.double().matmul(weights).sum(),
-                        self.teacher.double().matmul(weights).sum(),
-                        (self.sample_idx.double() * order).sum(),
-                        torch.tensor(float(self.head), device=self.device, dtype=torch.float64),
-                    ]
-                ),
-                z,
-            ]
+        head = torch.tensor(float(self.head), device=self.device, dtype=torch.float64)
+        rows = state_checksum(
+            [self.student, self.teacher], [self.sample_idx.double() * order, head]
         )
+        return torch.cat([rows, normalizer_checksum(self.normalizers, self.device)])
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:

@@ -20,7 +20,7 @@ from .bank import (
     initial_rows,
     momentum_update,
 )
-from .base import MEMORIES
+from .base import MEMORIES, normalizer_checksum, state_checksum
 
 # rows read at once from a slice file when a checkpoint is resumed (the one chunk a rank holds
 # beside its shard)
@@ -154,21 +154,9 @@ class ShardedMemoryBank(ContrastMemoryBank):
 
     def fingerprint(self) -> torch.Tensor:
         """The replicated bank's checksum of the shards' union (one all-reduce, on every rank)."""
-        weights = torch.arange(1, self.feat_dim + 1, device=self.device, dtype=torch.float64)
-        sums = torch.stack(
-            [
-                self.student.double().matmul(weights).sum(),
-                self.teacher.double().matmul(weights).sum(),
-                self.written.double().sum(),
-            ]
-        )
+        sums = state_checksum([self.student, self.teacher], [self.written])
         dist.all_reduce(sums)
-        z = (
-            torch.zeros(2, device=self.device, dtype=torch.float64)
-            if self.normalizers is None
-            else self.normalizers.double()
-        )
-        return torch.cat([sums, z])
+        return torch.cat([sums, normalizer_checksum(self.normalizers, self.device)])
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
