@@ -7,14 +7,7 @@ _base_ = [
     '../_base_/segmentation/dense_contrast_cityscapes.py',
 ]
 
-model = dict(
-    distiller=dict(
-        student_recorders=_base_.dense_student_recorders,
-        teacher_recorders=_base_.dense_teacher_recorders,
-        distill_losses=dict(loss_cirkd=_base_.cirkd_loss),
-        loss_forward_mappings=dict(loss_cirkd=_base_.cirkd_mapping),
-    )
-)
+model = dict(distiller=_base_.cirkd_distiller)
 
 # owns CIRKD's pixel and region memories (checkpointed and resumed)
 custom_hooks = [dict(type='CRDMemoryBankHook')]

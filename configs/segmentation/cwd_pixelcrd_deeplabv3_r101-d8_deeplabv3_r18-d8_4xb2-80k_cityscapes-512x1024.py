@@ -7,15 +7,7 @@ _base_ = [
     '../_base_/segmentation/dense_contrast_cityscapes.py',
 ]
 
-model = dict(
-    distiller=dict(
-        student_recorders=_base_.dense_student_recorders,
-        teacher_recorders=_base_.dense_teacher_recorders,
-        connectors=_base_.pixel_crd_connectors,
-        distill_losses=dict(loss_pixel_crd=_base_.pixel_crd_loss),
-        loss_forward_mappings=dict(loss_pixel_crd=_base_.pixel_crd_mapping),
-    )
-)
+model = dict(distiller=_base_.pixel_crd_distiller)
 
 # owns the PixelQueue (updated from every GPU's pixels, checkpointed and resumed)
 custom_hooks = [dict(type='CRDMemoryBankHook')]

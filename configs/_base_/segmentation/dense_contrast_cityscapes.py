@@ -54,3 +54,18 @@ cirkd_mapping = dict(
     t_feats=dict(from_student=False, recorder='feat'),
     data_samples=dict(from_student=True, recorder='data_samples', data_idx=1),
 )
+
+# what each recipe merges into mmrazor's CWD distiller (its CWD loss stays)
+pixel_crd_distiller = dict(
+    student_recorders=dense_student_recorders,
+    teacher_recorders=dense_teacher_recorders,
+    connectors=pixel_crd_connectors,
+    distill_losses=dict(loss_pixel_crd=pixel_crd_loss),
+    loss_forward_mappings=dict(loss_pixel_crd=pixel_crd_mapping),
+)
+cirkd_distiller = dict(
+    student_recorders=dense_student_recorders,
+    teacher_recorders=dense_teacher_recorders,
+    distill_losses=dict(loss_cirkd=cirkd_loss),
+    loss_forward_mappings=dict(loss_cirkd=cirkd_mapping),
+)
