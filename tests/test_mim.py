@@ -189,9 +189,11 @@ def test_mim_search_train_test_convert_from_any_directory_regular_install(tmp_pa
     assert not (installed / '.mim' / 'configs').is_symlink()
     run.mkdir()
     env = mim_env(pythonpath=site)
-    # mim takes the copy in `site`, not the editable checkout
+    # mim takes the copy in `site`, not the editable checkout; asked from `run`, as every mim
+    # command below: from the checkout, `python -c` would put it (and its egg-info) first
     found = subprocess.run(
         [sys.executable, '-c', 'from mim.utils import get_installed_path as g; print(g("crd_mm"))'],
+        cwd=run,
         env=env,
         capture_output=True,
         text=True,

@@ -88,6 +88,10 @@ class ShardedMemoryBank(ContrastMemoryBank):
         """The rank that stores each of the bank rows ``idx``."""
         return torch.bucketize(idx, self.bounds[1:], right=True)
 
+    def local_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Positions in this rank's shard of the rows ``idx`` (all owned by this rank)."""
+        return idx - self.start
+
     # ---------------------------------------------------------------- reading
     def contrast_rows(
         self, *indices: torch.Tensor
@@ -107,7 +111,7 @@ class ShardedMemoryBank(ContrastMemoryBank):
         requests = all_gather_varying(idx)
         wanted = torch.cat(requests)
         owners = self.owner(wanted)
-        local = wanted[owners == self.rank] - self.start
+        local = self.local_rows(wanted[owners == self.rank])
         payload = torch.cat(
             [self.student.index_select(0, local), self.teacher.index_select(0, local)], 1
         )
