@@ -15,6 +15,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import find_latest_checkpoint
 
 from ..compat import _fsync_directory
+from .anchor_scores import SHARD_SCORING
 from .bank import MemoryBankClient
 from .base import BaseContrastMemory, build_memory, memory_type
 from .dataset_rows import dataset_rows
@@ -261,12 +262,24 @@ class CRDMemoryBankHook(Hook):
             remaining checkpoint refers to are removed after each save. Losses
             with ``memory='queue'`` keep their (small) queue on every rank.
             Defaults to False.
+        shard_scoring (str, optional): how sharded banks score per-sample
+            negatives (B, K): 'anchors' sends the batch's anchors to the ranks
+            that own the rows, which return the scores (and in backward the
+            anchors' gradients): about B (K + 1) x 20 bytes per rank and step at
+            D = 128, see :mod:`crd_mm.memory.anchor_scores`; 'rows' fetches the
+            B (K + 1) rows instead (2 D x bytes each). Same losses, gradients and
+            banks. Shared negatives and ``CRCDLoss`` always fetch rows. Only with
+            ``shard_banks=True``. Defaults to None ('anchors').
     """
 
     priority = 'NORMAL'
 
     def __init__(
-        self, bank_dtype: str = 'float32', seed: Optional[int] = None, shard_banks: bool = False
+        self,
+        bank_dtype: str = 'float32',
+        seed: Optional[int] = None,
+        shard_banks: bool = False,
+        shard_scoring: Optional[str] = None,
     ):
         if bank_dtype not in ('float32', 'float16', 'bfloat16'):
             raise ValueError(
@@ -275,6 +288,12 @@ class CRDMemoryBankHook(Hook):
         self.bank_dtype = getattr(torch, bank_dtype)
         self.seed = seed
         self.shard_banks = shard_banks
+        if shard_scoring is not None and (not shard_banks or shard_scoring not in SHARD_SCORING):
+            raise ValueError(
+                f'shard_scoring must be one of {SHARD_SCORING} with shard_banks=True, got '
+                f'shard_scoring={shard_scoring!r}, shard_banks={shard_banks!r}'
+            )
+        self.shard_scoring = shard_scoring or SHARD_SCORING[0]
         # per-rank memories' manifests for the saves at iteration ``_prepared_iter``
         self._prepared: Dict[str, dict] = {}
         self._prepared_iter: Optional[int] = None
@@ -316,7 +335,7 @@ class CRDMemoryBankHook(Hook):
                     "no get_gt_labels(); set negative_sampling='uniform' and positive='exact'"
                 )
             bank = build_memory(
-                spec,
+                dict(spec, shard_scoring=self.shard_scoring),
                 self.shard_banks,
                 num_samples,
                 labels if spec['needs_labels'] else None,

@@ -13,7 +13,9 @@ from typing import Tuple
 import torch
 from mmengine import dist
 
+from .anchor_scores import SHARD_SCORING, AnchorContrast
 from .bank import (
+    Contrast,
     ContrastMemoryBank,
     all_gather_varying,
     gathered_updates,
@@ -50,6 +52,9 @@ class ShardedMemoryBank(ContrastMemoryBank):
     every owner's rows of all ranks' requests (about 2 D b U bytes sent per rank,
     W times that received); :meth:`apply_staged` sends what the replicated bank
     sends (the batch's indices and embeddings) plus one all-reduce of 3 numbers.
+    With ``scoring='anchors'`` (the default) per-sample negatives are not fetched: the
+    owners score the sent anchors (:mod:`crd_mm.memory.anchor_scores`); ``'rows'`` fetches
+    them as above. Shared negatives (K rows) and ``CRCDLoss`` (reads rows) always fetch.
     """
 
     collective_state = True  # state_dict is this rank's slice, written by every rank
@@ -63,7 +68,11 @@ class ShardedMemoryBank(ContrastMemoryBank):
         device='cpu',
         dtype=torch.float32,
         seed: int = 0,
+        scoring: str = 'anchors',
     ):
+        if scoring not in SHARD_SCORING:
+            raise ValueError(f'scoring must be one of {SHARD_SCORING}, got {scoring!r}')
+        self.scoring = scoring
         self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
         if num_samples < self.world_size:
             raise ValueError(
@@ -77,6 +86,20 @@ class ShardedMemoryBank(ContrastMemoryBank):
         )
         self.bounds = self.bounds.to(self.device)
         self.written = torch.zeros(self.stop - self.start, dtype=torch.bool, device=self.device)
+
+    @classmethod
+    def from_spec(cls, spec, num_samples, labels, device, dtype, seed):
+        """The replicated bank's spec; ``spec['shard_scoring']`` (hook) picks the scoring."""
+        return cls(
+            num_samples,
+            spec['feat_dim'],
+            spec['momentum'],
+            labels=labels,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            scoring=spec.get('shard_scoring', 'anchors'),
+        )
 
     def _uniform_rows(self, stream: int) -> torch.Tensor:
         """This rank's slice of the replicated bank's initial rows (only its chunks drawn)."""
@@ -93,6 +116,12 @@ class ShardedMemoryBank(ContrastMemoryBank):
         return idx - self.start
 
     # ---------------------------------------------------------------- reading
+    def select(self, positive, negative, anchors=None) -> Contrast:
+        """The replicated bank's selection; per-sample negatives are owner-scored (``scoring``)."""
+        if negative.dim() == 2 and self.scoring == 'anchors':
+            return AnchorContrast(self, positive, negative, None, self.num_samples)
+        return super().select(positive, negative, anchors)
+
     def contrast_rows(
         self, *indices: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:

@@ -12,6 +12,7 @@ from mmrazor.registry import MODELS
 from torch import nn
 
 from ...memory import MemoryBankClient
+from ...memory.anchor_scores import AnchorContrast
 from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES, Contrast
 from ..mmrazor_names import CRD_LOSS_RENAMED, check_mmrazor_arguments
 
@@ -428,12 +429,26 @@ class CRDLoss(nn.Module, MemoryBankClient):
         memory = self.require_memory_bank()
         device_type = s_feats.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            scores_s = contrast_scores(
-                s_feats, contrast.teacher, contrast.positive, contrast.negative, self.temperature
-            )
-            scores_t = contrast_scores(
-                t_feats, contrast.student, contrast.positive, contrast.negative, self.temperature
-            )
+            if isinstance(contrast, AnchorContrast):  # a sharded bank's owners score the anchors
+                raw_s, raw_t = contrast.scores(
+                    s_feats.to(compute_dtype(s_feats)), t_feats.to(compute_dtype(t_feats))
+                )
+                scores_s, scores_t = raw_s / self.temperature, raw_t / self.temperature
+            else:
+                scores_s = contrast_scores(
+                    s_feats,
+                    contrast.teacher,
+                    contrast.positive,
+                    contrast.negative,
+                    self.temperature,
+                )
+                scores_t = contrast_scores(
+                    t_feats,
+                    contrast.student,
+                    contrast.positive,
+                    contrast.negative,
+                    self.temperature,
+                )
             log_z_s, log_z_t = memory.log_normalizers(scores_s, scores_t, contrast.valid)
             loss = nce_loss(
                 scores_s - log_z_s, contrast.noise_size, self.eps, contrast.valid
