@@ -265,9 +265,10 @@ class CRDMemoryBankHook(Hook):
         shard_scoring (str, optional): how sharded banks score per-sample
             negatives (B, K): 'anchors' sends the batch's anchors to the ranks
             that own the rows, which return the scores (and in backward the
-            anchors' gradients): about B (K + 1) x 20 bytes per rank and step at
-            D = 128, see :mod:`crd_mm.memory.anchor_scores`; 'rows' fetches the
-            B (K + 1) rows instead (2 D x bytes each). Same losses, gradients and
+            anchors' gradients): about 20 bytes per requested row plus
+            2 D x 4 x (W + 1) per anchor, per rank and step (see
+            :mod:`crd_mm.memory.anchor_scores`); 'rows' fetches the B (K + 1)
+            rows instead (8 + 2 D x bytes each). Same losses, gradients and
             banks. Shared negatives and ``CRCDLoss`` always fetch rows. Only with
             ``shard_banks=True``. Defaults to None ('anchors').
     """
