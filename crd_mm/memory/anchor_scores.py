@@ -41,7 +41,6 @@ _EMBEDDING_BAG_SUM = 0  # aten's mode number for mode='sum'
 # rows converted per anchor per chunk when the shard is stored in lower precision, as
 # GatheredRowScores.SAMPLE_CHUNK_BYTES: a fixed number of chunks whatever B
 SAMPLE_CHUNK_BYTES = 1 << 18
-HEADER_FIELDS = 4  # batch size, columns, largest key, needs gradient
 
 
 def _chunks(num_entries: int, num_anchors: int, world_size: int, row_bytes: int):
