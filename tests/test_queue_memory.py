@@ -81,7 +81,7 @@ def test_queue_starts_full_of_the_bank_initial_rows_and_is_a_fifo():
     ]  # (sample index, rows), oldest first
 
     def push(idx, rows):
-        queue.stage(torch.tensor(idx), rows, -rows)
+        queue.stage(torch.tensor(idx), rows, -rows, labels=torch.tensor(idx) % 7)
         queue.apply_staged()
         seen = set()
         for i, row in zip(idx, rows):
@@ -121,10 +121,12 @@ def test_queue_loss_is_nce_with_noise_over_the_queue_and_masks_the_class_and_the
     torch.manual_seed(0)
     labels = torch.arange(30) % 3
     queue = ContrastQueue(30, 6, 8, labels=labels, dtype=torch.float64)
+    queued = torch.tensor([0, 4, 8, 9, 13, 17])
     queue.stage(
-        torch.tensor([0, 4, 8, 9, 13, 17]),
+        queued,
         F.normalize(torch.randn(6, 8), dim=1).double(),
         F.normalize(torch.randn(6, 8), dim=1).double(),
+        labels=labels[queued],
     )
     queue.apply_staged()
     loss = CRDLoss(memory='queue', queue_size=6, feat_dim=8, loss_weight=0.5)

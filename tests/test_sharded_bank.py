@@ -139,9 +139,13 @@ def test_a_single_process_sharded_bank_is_the_replicated_bank():
         sharded.positives(idx, 'exact'),
         sharded.negatives(idx, 6, 'class_exact', shared=False),
     )
-    assert torch.equal(neg, replicated.negatives(idx, 6, 'class_exact', shared=False))
+    # a sharded bank's class draws are keys N + position in the class-sorted order, which
+    # their owner (here the one rank) resolves to the replicated bank's samples
+    expected = replicated.negatives(idx, 6, 'class_exact', shared=False)
+    assert torch.equal(neg, 40 + replicated.order.argsort()[expected])
+    assert torch.equal(sharded.local_rows(neg), expected)
     student, teacher, (pos_l, neg_l) = sharded.contrast_rows(pos, neg)
-    assert torch.equal(teacher[neg_l], replicated.teacher[neg]) and torch.equal(
+    assert torch.equal(teacher[neg_l], replicated.teacher[expected]) and torch.equal(
         student[pos_l], replicated.student[pos]
     )
     assert student.shape[0] == torch.unique(torch.cat([pos, neg.flatten()])).numel()

@@ -113,7 +113,10 @@ def first_batch_normalizers(
 
 
 def gathered_updates(
-    staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], feat_dim: int, device
+    staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    feat_dim: int,
+    device,
+    index_columns: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Every rank's staged (index, [student | teacher]) rows, under the update rules. Collective.
 
@@ -121,12 +124,17 @@ def gathered_updates(
     more than once (mmengine's sampler pads the last batch by repeating
     samples) is kept once, at its first occurrence in rank order, so the result
     never depends on scatter order. Rows stay in first-occurrence order.
+
+    With ``index_columns`` > 1 each staged index is (B, index_columns): the
+    sample index, then integers that travel with the row (a queue's labels);
+    duplicates are still found by the sample index alone. Defaults to 1.
     """
     if staged:
         idx = torch.cat([s[0] for s in staged])
         rows = torch.cat([torch.cat(s[1:], dim=1) for s in staged])
     else:
-        idx = torch.zeros(0, dtype=torch.long, device=device)
+        shape = (0,) if index_columns == 1 else (0, index_columns)
+        idx = torch.zeros(shape, dtype=torch.long, device=device)
         rows = torch.zeros(0, 2 * feat_dim, device=device)
     idx, rows = gather_rows(idx.to(device)), gather_rows(rows.to(device))
     finite = torch.isfinite(rows).all(dim=1)
@@ -138,11 +146,12 @@ def gathered_updates(
             level=30,
         )
         idx, rows = idx[finite], rows[finite]
-    if idx.numel() == 0:
+    if idx.shape[0] == 0:
         return idx, rows
-    unique, inverse = torch.unique(idx, return_inverse=True)
-    first = torch.full_like(unique, idx.numel()).scatter_reduce_(
-        0, inverse, torch.arange(idx.numel(), device=idx.device), reduce='amin'
+    samples = idx if index_columns == 1 else idx[:, 0]
+    unique, inverse = torch.unique(samples, return_inverse=True)
+    first = torch.full_like(unique, samples.numel()).scatter_reduce_(
+        0, inverse, torch.arange(samples.numel(), device=idx.device), reduce='amin'
     )
     first = first.sort().values
     return idx[first], rows[first]
@@ -162,6 +171,38 @@ def momentum_update(
         norm = mixed.pow(2).sum(1, keepdim=True).pow(0.5)
         bank.index_copy_(0, rows, mixed.div(norm.clamp_min(1e-12)).to(bank.dtype))
     return norm.squeeze(1)
+
+
+def checked_labels(labels, num_samples: int) -> torch.Tensor:
+    """The training set's labels as a CPU long tensor, refused unless class-aware sampling works.
+
+    One non-negative class per sample, and at least two classes.
+    """
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels.shape != (num_samples,):
+        raise ValueError(
+            f'expected one label per sample ({num_samples}), '
+            f'got labels of shape {tuple(labels.shape)}'
+        )
+    if labels.min() < 0:
+        raise ValueError('class-aware sampling needs a non-negative class label for every sample')
+    if bool((labels == labels[0]).all()):
+        raise ValueError(
+            'every training sample has the same class: class-aware negatives '
+            "are impossible; use negative_sampling='uniform'"
+        )
+    return labels
+
+
+def label_mismatch_error(sample: int, claimed: int, expected: int) -> ValueError:
+    """The error for a data sample whose label is not its training-set label."""
+    return ValueError(
+        f'sample {sample} has label {claimed} in its data sample but {expected} in the '
+        'training set the memory was built from: the sample indices do not point into the '
+        'training dataset (a different dataset, or a dataset wrapper other than ConcatDataset, '
+        'RepeatDataset and ClassBalancedDataset, which the memory hook maps?); CRD needs the '
+        "dataset's own indices"
+    )
 
 
 class Contrast(NamedTuple):
@@ -226,9 +267,10 @@ class ContrastMemoryBank(BaseContrastMemory):
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=self.device)
         self.sampler = torch.Generator(device=self.device)
         self._staged: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.labels = None
+        self.labels = None  # (N,) every sample's class (replicated bank only)
+        self.class_count = None  # (C,) samples per class; None: no class-aware sampling
         if labels is not None:
-            self._index_classes(labels)
+            self._index_classes(checked_labels(labels, num_samples))
 
     kind = BANK
 
@@ -254,27 +296,13 @@ class ContrastMemoryBank(BaseContrastMemory):
         rows = state_checksum([self.student, self.teacher], [self.written])
         return torch.cat([rows, normalizer_checksum(self.normalizers, self.device)])
 
-    def _index_classes(self, labels):
+    def _index_classes(self, labels: torch.Tensor):
         """Sort sample indices by class so that per-class draws are offsets into one array."""
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
-        if labels.shape != (self.num_samples,):
-            raise ValueError(
-                f'expected one label per sample ({self.num_samples}), '
-                f'got labels of shape {tuple(labels.shape)}'
-            )
-        if labels.min() < 0:
-            raise ValueError(
-                'class-aware sampling needs a non-negative class label for every sample'
-            )
+        labels = labels.to(self.device)
         self.labels = labels
         self.order = torch.argsort(labels, stable=True)
         self.class_count = torch.bincount(labels)
         self.class_start = torch.cumsum(self.class_count, 0) - self.class_count
-        if int(self.class_count.max()) == self.num_samples:
-            raise ValueError(
-                'every training sample has the same class: class-aware negatives '
-                "are impossible; use negative_sampling='uniform'"
-            )
 
     # ----------------------------------------------------------------- sampling
     def reseed(self, iteration: int):
@@ -292,43 +320,67 @@ class ContrastMemoryBank(BaseContrastMemory):
                 "be that dataset's own indices (mmengine's BaseDataset sets them)."
             )
 
-    def check_labels(self, idx: torch.Tensor, labels: torch.Tensor):
-        """Raise if the batch's labels disagree with the bank's training-set labels."""
+    def anchor_labels(
+        self, idx: torch.Tensor, claimed: Optional[torch.Tensor] = None
+    ) -> Optional[torch.Tensor]:
+        """The training-set class of each batch sample ``idx``; None without class-aware sampling.
+
+        ``claimed`` (B,), the labels the data samples carry (None if they carry
+        none), must agree: a mismatch means the indices do not point into the
+        training set, and is refused before anything is read or written.
+        """
+        if self.class_count is None:
+            return None
         expected = self.labels[idx]
-        mismatch = expected != labels.to(expected.device)
-        if bool(mismatch.any()):
-            i = int(mismatch.nonzero()[0])
-            raise ValueError(
-                f'sample {int(idx[i])} has label {int(labels[i])} in its data sample but '
-                f'{int(expected[i])} in the training set the memory bank was built from: the '
-                'sample indices do not point into the training dataset (a different dataset, or '
-                'a dataset wrapper other than ConcatDataset, RepeatDataset and '
-                "ClassBalancedDataset, which the memory hook maps?); CRD needs the dataset's own "
-                'indices'
-            )
+        if claimed is not None:
+            mismatch = (expected != claimed.to(expected.device)).nonzero().flatten()
+            if mismatch.numel():
+                i = int(mismatch[0])
+                raise label_mismatch_error(int(idx[i]), int(claimed[i]), int(expected[i]))
+        return expected
 
     def _require_labels(self, what):
-        if self.labels is None:
+        if self.class_count is None:
             raise ValueError(
                 f'{what} needs class labels, but the training dataset provides none '
                 "(no get_gt_labels()); use negative_sampling='uniform' and positive='exact'"
             )
 
-    def positives(self, idx: torch.Tensor, mode: str) -> torch.Tensor:
-        """The positive of each sample: itself ('exact') or a random same-class sample ('relax')."""
+    def keys_in_class_order(self, positions: torch.Tensor) -> torch.Tensor:
+        """The bank keys of ``positions`` in the class-sorted sample order: the sample indices.
+
+        A :class:`ShardedMemoryBank` holds no N-sized order and returns N + position instead.
+        """
+        return self.order[positions]
+
+    def positives(
+        self, idx: torch.Tensor, mode: str, labels: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """The positive of each sample: itself ('exact') or a random same-class sample ('relax').
+
+        ``labels``: the samples' classes as :meth:`anchor_labels` returned them
+        (None: looked up). Defaults to None.
+        """
         if mode == 'exact':
             return idx
         self._require_labels("positive='relax'")
-        cls = self.labels[idx]
+        cls = self.anchor_labels(idx) if labels is None else labels
         offset = (
             torch.rand(idx.shape, generator=self.sampler, device=self.device, dtype=torch.float64)
             * self.class_count[cls]
         )
         offset = offset.long().clamp_(max=self.class_count[cls] - 1)
-        return self.order[self.class_start[cls] + offset]
+        return self.keys_in_class_order(self.class_start[cls] + offset)
 
-    def negatives(self, idx: torch.Tensor, num: int, mode: str, shared: bool) -> torch.Tensor:
-        """Negative indices: (B, num) drawn per sample, or (num,) shared by the whole batch.
+    def negatives(
+        self,
+        idx: torch.Tensor,
+        num: int,
+        mode: str,
+        shared: bool,
+        labels: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Negative bank keys: (B, num) drawn per sample, or (num,) shared by the whole batch.
 
         'class_exact' draws, for a sample of class c, uniformly among the N - n_c
         samples of other classes: one uniform offset into the class-sorted
@@ -337,7 +389,8 @@ class ContrastMemoryBank(BaseContrastMemory):
         are with replacement (as in the authors' ImageNet code). Shared
         negatives are drawn among all N samples, so a batch sample's own row
         can be among them: :meth:`select` masks it out of that sample's
-        negatives.
+        negatives. ``labels``: the samples' classes as :meth:`anchor_labels`
+        returned them (None: looked up). Defaults to None.
         """
         gen, dev = self.sampler, self.device
         if shared:
@@ -348,12 +401,12 @@ class ContrastMemoryBank(BaseContrastMemory):
             )
             return neg + (neg >= idx[:, None]).long()
         self._require_labels("negative_sampling='class_exact'")
-        cls = self.labels[idx]
+        cls = self.anchor_labels(idx) if labels is None else labels
         others = (self.num_samples - self.class_count[cls])[:, None]
         offset = torch.rand((idx.numel(), num), generator=gen, device=dev, dtype=torch.float64)
         offset = (offset * others).long().clamp_(max=others - 1)
         offset += (offset >= self.class_start[cls][:, None]) * self.class_count[cls][:, None]
-        return self.order[offset]
+        return self.keys_in_class_order(offset)
 
     # ---------------------------------------------------------------- reading
     def contrast_rows(
@@ -394,15 +447,18 @@ class ContrastMemoryBank(BaseContrastMemory):
         num_negatives: int,
         negative_sampling: str,
         shared: bool,
+        labels: Optional[torch.Tensor] = None,
     ) -> Contrast:
         """Draw the batch's positives and negatives and select their rows (one call per loss step).
 
         ``student``/``teacher`` (the batch's embeddings) are not read by a bank;
-        a ``ContrastQueue`` takes the same call.
+        a ``ContrastQueue`` takes the same call. ``labels``: the samples'
+        classes as :meth:`anchor_labels` returned them (None: looked up where
+        needed). Defaults to None.
         """
         return self.select(
-            self.positives(idx, positive),
-            self.negatives(idx, num_negatives, negative_sampling, shared),
+            self.positives(idx, positive, labels),
+            self.negatives(idx, num_negatives, negative_sampling, shared, labels),
             anchors=idx,
         )
 
@@ -425,8 +481,17 @@ class ContrastMemoryBank(BaseContrastMemory):
         return self.normalizers.log()
 
     # ---------------------------------------------------------------- updates
-    def stage(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):
-        """Keep this rank's batch until :meth:`apply_staged` (called by the hook after the step)."""
+    def stage(
+        self,
+        idx: torch.Tensor,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+    ):
+        """Keep this rank's batch until :meth:`apply_staged` (called by the hook after the step).
+
+        ``labels`` (a queue's call) are not needed by a bank. Defaults to None.
+        """
         self._staged.append(
             (idx.detach().long(), student.detach().float(), teacher.detach().float())
         )

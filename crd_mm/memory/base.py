@@ -31,6 +31,16 @@ class BaseContrastMemory(metaclass=ABCMeta):
     :meth:`state_dict` into checkpoints (restored by :meth:`load_state_dict`
     only when the runner resumes).
 
+    The memories ``CRDLoss`` reads (banks, sharded banks, the queue) also share
+    the loss's calls, each step and on every rank: ``check_indices(idx)``,
+    ``anchor_labels(idx, claimed)`` (the batch samples' classes the memory
+    draws with, None if it draws none; a bank refuses ``claimed``, the data
+    samples' labels, where they disagree with the training set's),
+    ``contrast(idx, student, teacher, ..., labels=None)``, ``log_normalizers``
+    and ``stage(idx, student, teacher, labels=None)``; ``labels`` are
+    ``anchor_labels``' answer, so a memory need not keep the training set's
+    labels to serve them (a sharded bank and a queue keep none).
+
     Attributes:
         kind (str): names the state format in checkpoints; a resume refuses a
             checkpoint whose memory for a loss is of another kind.

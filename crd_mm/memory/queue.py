@@ -6,8 +6,8 @@ in the spirit of MoCo's queue: memory is O(Q x D), independent of the dataset si
 
 from typing import Dict, Optional
 
-import numpy as np
 import torch
+from mmengine import dist
 
 from .bank import (
     Contrast,
@@ -39,22 +39,25 @@ class ContrastQueue(BaseContrastMemory):
     N replaced by the size of the set the negatives come from.
 
     Memory: Q x D x bytes x 2 for the entries plus 16 Q bytes (their sample
-    indices and labels), and with ``labels`` the N training labels (8 bytes per
-    sample, on every rank), to label the entries it enqueues.
+    indices and labels); nothing grows with N. Class-aware masking labels each
+    entry with its data sample's ``gt_label``, which the loss passes to
+    :meth:`anchor_labels`, :meth:`contrast` and :meth:`stage`: the queue keeps
+    no training-set labels, so it trusts the data samples' labels and cannot
+    check them against the training set (a bank does).
 
     Args:
         num_samples (int): N, the training-set size (to check sample indices).
         queue_size (int): Q, 1 <= Q <= N.
         feat_dim (int): D.
-        labels (Tensor, optional): (N,) class of every sample, for class-aware
-            masking. Defaults to None.
+        labels (Tensor, optional): (N,) class of every sample, given when the
+            loss samples by class: it makes the queue class-aware (it then
+            needs every batch's labels) and is not kept. Defaults to None.
         device, dtype: where and how the entries are stored.
         seed (int): seeds the initial entries.
     """
 
     kind = QUEUE
-    check_indices = ContrastMemoryBank.check_indices  # same rules, on num_samples and labels
-    check_labels = ContrastMemoryBank.check_labels
+    check_indices = ContrastMemoryBank.check_indices  # same rules, on num_samples
 
     def __init__(
         self,
@@ -80,12 +83,9 @@ class ContrastQueue(BaseContrastMemory):
         self.entry_labels = torch.full((queue_size,), -1, dtype=torch.long, device=self.device)
         self.head = 0  # the oldest entry, overwritten next
         self.normalizers: Optional[torch.Tensor] = None
-        self.labels = (
-            None
-            if labels is None
-            else torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
-        )
+        self.class_aware = labels is not None
         self._staged = []
+        self._staged_labels = []
 
     @classmethod
     def from_spec(cls, spec, num_samples, labels, device, dtype, seed):
@@ -107,6 +107,30 @@ class ContrastQueue(BaseContrastMemory):
         """``rows`` (an entry-aligned tensor) from the oldest entry to the newest."""
         return torch.roll(rows, -self.head, 0)
 
+    def anchor_labels(
+        self, idx: torch.Tensor, claimed: Optional[torch.Tensor] = None
+    ) -> Optional[torch.Tensor]:
+        """The batch samples' classes for class-aware masking: their data samples' labels.
+
+        None for a queue that is not class-aware. Otherwise collective (one
+        all-reduce of one number): if the data samples of any rank carry no
+        single ``gt_label`` each (``claimed`` is None), every rank raises the
+        same error. The labels are trusted: the queue keeps no training-set
+        labels to check them against.
+        """
+        if not self.class_aware:
+            return None
+        missing = torch.tensor([float(claimed is None)], device=self.device)
+        dist.all_reduce(missing)
+        if float(missing) > 0:
+            raise ValueError(
+                f"CRDLoss(memory='queue', negative_sampling='class_exact'): the data samples of "
+                f'{int(missing)} rank(s) carry no single gt_label each; a queue labels its '
+                "entries with the data samples' labels (it keeps none of the training set). "
+                "Keep 'gt_label' in the packed data samples or use negative_sampling='uniform'"
+            )
+        return claimed.to(self.device)
+
     # ---------------------------------------------------------------- reading
     def contrast(
         self,
@@ -117,6 +141,7 @@ class ContrastQueue(BaseContrastMemory):
         num_negatives: Optional[int],
         negative_sampling: str,
         shared: bool,
+        labels: Optional[torch.Tensor] = None,
     ) -> Contrast:
         """Rows: the batch's own (detached) embeddings, then the queue; valid negatives.
 
@@ -124,19 +149,25 @@ class ContrastQueue(BaseContrastMemory):
         apply to a queue (``CRDLoss`` refuses other values). Column 0 of
         ``valid`` (the positive) is always True; a negative is invalid if it is
         a queued copy of the anchor's sample or, with
-        ``negative_sampling='class_exact'``, of the anchor's class.
+        ``negative_sampling='class_exact'``, of the anchor's class (``labels``,
+        the batch samples' classes from :meth:`anchor_labels`; defaults to None).
         """
         batch = idx.numel()
         rows_s = torch.cat([student.detach().to(self.student.dtype), self.student])
         rows_t = torch.cat([teacher.detach().to(self.teacher.dtype), self.teacher])
         valid = self.sample_idx[None, :] != idx[:, None]
         if negative_sampling == 'class_exact':
-            if self.labels is None:
+            if not self.class_aware:
                 raise ValueError(
                     "negative_sampling='class_exact' needs class labels, but the training set "
                     "provides none; use negative_sampling='uniform'"
                 )
-            valid &= self.entry_labels[None, :] != self.labels[idx][:, None]
+            if labels is None:
+                raise ValueError(
+                    "negative_sampling='class_exact' masks the anchors' classes: pass the batch "
+                    "samples' labels (labels=, from anchor_labels)"
+                )
+            valid &= self.entry_labels[None, :] != labels.to(self.device)[:, None]
         valid = torch.cat([valid.new_ones(batch, 1), valid], 1)
         positive = torch.arange(batch, device=self.device)
         negative = torch.arange(batch, batch + self.queue_size, device=self.device)
@@ -156,8 +187,25 @@ class ContrastQueue(BaseContrastMemory):
         return self.normalizers.log()
 
     # ---------------------------------------------------------------- updates
-    def stage(self, idx: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor):
-        """Keep this rank's batch until :meth:`apply_staged`."""
+    def stage(
+        self,
+        idx: torch.Tensor,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+    ):
+        """Keep this rank's batch until :meth:`apply_staged`.
+
+        A class-aware queue needs the samples' ``labels`` (from
+        :meth:`anchor_labels`) to label the entries. Defaults to None.
+        """
+        if self.class_aware:
+            if labels is None:
+                raise ValueError(
+                    "a class-aware queue labels each entry with its sample's class: pass the "
+                    "batch samples' labels (labels=, from anchor_labels) to stage"
+                )
+            self._staged_labels.append(labels.detach().long().to(idx.device))
         self._staged.append(
             (idx.detach().long(), student.detach().float(), teacher.detach().float())
         )
@@ -168,17 +216,25 @@ class ContrastQueue(BaseContrastMemory):
         The bank's rules apply: non-finite rows are skipped, and a sample seen
         more than once in a step is enqueued once (its first occurrence).
         """
-        idx, rows = gathered_updates(self._staged, self.feat_dim, self.device)
-        self._staged = []
-        if idx.numel() > self.queue_size:
-            idx, rows = idx[-self.queue_size :], rows[-self.queue_size :]
+        staged = self._staged
+        if self.class_aware:  # each entry's label travels with its row
+            staged = [
+                (torch.stack([idx, labels], 1), student, teacher)
+                for (idx, student, teacher), labels in zip(staged, self._staged_labels)
+            ]
+        keys, rows = gathered_updates(
+            staged, self.feat_dim, self.device, index_columns=2 if self.class_aware else 1
+        )
+        self._staged, self._staged_labels = [], []
+        keys, rows = keys[-self.queue_size :], rows[-self.queue_size :]
+        idx = keys[:, 0] if self.class_aware else keys
         if idx.numel():
             slots = (self.head + torch.arange(idx.numel(), device=self.device)) % self.queue_size
             self.student.index_copy_(0, slots, rows[:, : self.feat_dim].to(self.dtype))
             self.teacher.index_copy_(0, slots, rows[:, self.feat_dim :].to(self.dtype))
             self.sample_idx.index_copy_(0, slots, idx)
-            if self.labels is not None:
-                self.entry_labels.index_copy_(0, slots, self.labels[idx])
+            if self.class_aware:
+                self.entry_labels.index_copy_(0, slots, keys[:, 1])
             self.head = (self.head + idx.numel()) % self.queue_size
         return dict(queue_fill=float((self.sample_idx >= 0).float().mean()))
 
@@ -225,4 +281,4 @@ class ContrastQueue(BaseContrastMemory):
         z = state['normalizers']
         self.normalizers = None if z is None else z.to(self.device)
         self.seed = state['seed']
-        self._staged = []
+        self._staged, self._staged_labels = [], []

@@ -8,7 +8,7 @@ to its own rows. Collectives are mmengine's ``all_gather``/``all_reduce`` only
 (gloo has no all-to-all).
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from mmengine import dist
@@ -20,6 +20,7 @@ from .bank import (
     all_gather_varying,
     gathered_updates,
     initial_rows,
+    label_mismatch_error,
     momentum_update,
 )
 from .base import MEMORIES, normalizer_checksum, state_checksum
@@ -42,16 +43,28 @@ class ShardedMemoryBank(ContrastMemoryBank):
 
     Same constructor and interface as the replicated bank; the union of the
     shards equals, row for row, the replicated bank of the same seed and run.
-    ``student``/``teacher``/``written`` hold this rank's shard only; the labels
-    and their class-sorted order (class-aware sampling, 16 bytes per sample)
-    stay whole on every rank, as the sampler draws over the whole dataset.
+    ``student``/``teacher``/``written`` hold this rank's shard only.
 
-    Communication per step (U: distinct rows this rank's batch addresses,
+    Class-aware sampling (``labels``) draws exactly the replicated bank's
+    samples with no N-sized state: a draw by class is a position in the
+    class-sorted sample order, addressed by the key N + position (keys below N
+    are sample indices). Within a class that order lists the samples by
+    ascending index, so by owner: every rank keeps the classes' sizes and
+    starts (C each) and where each owner's samples start within each class
+    (C x W), which gives a key's owner (:meth:`owner`); only the owner turns it
+    into a row (:meth:`local_rows`), through its own rows' classes and their
+    class-sorted order (N / W each). Label state per rank: 16 ceil(N / W) +
+    8 C (W + 3) bytes. The anchors' classes come from their owners
+    (:meth:`anchor_labels`, one small collective that also checks the data
+    samples' labels on every rank at once).
+
+    Communication per step (U: distinct keys this rank's batch addresses,
     B + K for shared negatives, up to B (K + 1) per sample; b: bytes per element):
-    :meth:`contrast_rows` all-gathers the U requested indices (8 U bytes) and then
-    every owner's rows of all ranks' requests (about 2 D b U bytes sent per rank,
-    W times that received); :meth:`apply_staged` sends what the replicated bank
-    sends (the batch's indices and embeddings) plus one all-reduce of 3 numbers.
+    :meth:`contrast_rows` all-gathers the U requested keys with their owners
+    (16 U bytes) and then every owner's rows of all ranks' requests with their
+    sample indices (about (2 D b + 8) U bytes sent per rank, W times that
+    received); :meth:`apply_staged` sends what the replicated bank sends (the
+    batch's indices and embeddings) plus one all-reduce of 3 numbers.
     With ``scoring='anchors'`` (the default) per-sample negatives are not fetched: the
     owners score the sent anchors (:mod:`crd_mm.memory.anchor_scores`); ``'rows'`` fetches
     them as above. Shared negatives (K rows) and ``CRCDLoss`` (reads rows) always fetch.
@@ -107,13 +120,99 @@ class ShardedMemoryBank(ContrastMemoryBank):
             self.num_samples, self.feat_dim, stream, self.dtype, self.start, self.stop
         ).to(self.device)
 
-    def owner(self, idx: torch.Tensor) -> torch.Tensor:
-        """The rank that stores each of the bank rows ``idx``."""
-        return torch.bucketize(idx, self.bounds[1:], right=True)
+    def _index_classes(self, labels: torch.Tensor):
+        """The class tables of every rank and the classes of this rank's rows.
 
-    def local_rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """Positions in this rank's shard of the rows ``idx`` (all owned by this rank)."""
-        return idx - self.start
+        ``labels`` (N,), on the CPU, is read here and not kept: every rank keeps
+        ``class_count``, ``class_start`` (C each) and ``owner_start`` (C x W:
+        where owner o's samples of class c start within class c's block of the
+        class-sorted order), this rank its rows' classes ``local_labels``, their
+        class-sorted order ``local_order`` (N / W each) and where each class
+        starts in it, ``local_class_start`` (C).
+        """
+        class_count = torch.bincount(labels)
+        per_owner = torch.stack(
+            [
+                torch.bincount(labels[low:high], minlength=class_count.numel())
+                for low, high in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist())
+            ],
+            1,
+        )
+        mine = per_owner[:, self.rank]
+        self.class_count = class_count.to(self.device)
+        self.class_start = (class_count.cumsum(0) - class_count).to(self.device)
+        self.owner_start = (per_owner.cumsum(1) - per_owner).to(self.device)
+        self.local_class_start = (mine.cumsum(0) - mine).to(self.device)
+        # a copy: a view would keep all N labels alive
+        self.local_labels = labels[self.start : self.stop].clone().to(self.device)
+        self.local_order = torch.argsort(self.local_labels, stable=True)
+
+    def keys_in_class_order(self, positions: torch.Tensor) -> torch.Tensor:
+        """Keys N + ``positions``: draws by class, resolved by their owners (no N-sized order)."""
+        return positions + self.num_samples
+
+    def _class_positions(self, keys: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(class, position within the class's block) of keys N + position in class order."""
+        positions = keys - self.num_samples
+        cls = torch.searchsorted(self.class_start, positions, right=True) - 1
+        return cls, positions - self.class_start[cls]
+
+    def owner(self, keys: torch.Tensor) -> torch.Tensor:
+        """The rank that stores the row of each bank key (sample index, or N + class position)."""
+        owners = torch.bucketize(keys, self.bounds[1:], right=True)
+        by_class = keys >= self.num_samples
+        if bool(by_class.any()):
+            cls, position = self._class_positions(keys[by_class])
+            within = torch.searchsorted(self.owner_start[cls], position[:, None], right=True)
+            owners[by_class] = within.squeeze(1) - 1
+        return owners
+
+    def local_rows(self, keys: torch.Tensor) -> torch.Tensor:
+        """Positions in this rank's shard of the rows of bank ``keys`` (all owned by this rank)."""
+        rows = keys - self.start
+        by_class = keys >= self.num_samples
+        if bool(by_class.any()):
+            cls, position = self._class_positions(keys[by_class])
+            within = position - self.owner_start[cls, self.rank]
+            rows[by_class] = self.local_order[self.local_class_start[cls] + within]
+        return rows
+
+    def anchor_labels(
+        self, idx: torch.Tensor, claimed: Optional[torch.Tensor] = None
+    ) -> Optional[torch.Tensor]:
+        """The training-set class of each batch sample ``idx``, from the ranks that own them.
+
+        None without class-aware sampling. Otherwise collective (every rank
+        calls it for its batch): the ranks all-gather their (index, claimed
+        label) pairs, each owner fills in its samples' classes (one all-reduce),
+        and every rank checks every rank's claims (``claimed``: the data
+        samples' labels, None if they carry none), so a mismatch on any rank is
+        refused on all ranks with the same error, before anything is read or written.
+        """
+        if self.class_count is None:
+            return None
+        known = claimed is not None
+        pairs = torch.stack(
+            [
+                idx,
+                claimed.to(idx) if known else torch.zeros_like(idx),
+                torch.full_like(idx, int(known)),
+            ],
+            1,
+        )
+        parts = all_gather_varying(pairs.to(self.device))
+        wanted = torch.cat(parts)
+        samples = wanted[:, 0].contiguous()
+        owned = self.owner(samples) == self.rank
+        classes = torch.zeros_like(samples)
+        classes[owned] = self.local_labels[self.local_rows(samples[owned])]
+        dist.all_reduce(classes)
+        mismatch = ((wanted[:, 2] == 1) & (wanted[:, 1] != classes)).nonzero().flatten()
+        if mismatch.numel():
+            i = int(mismatch[0])
+            raise label_mismatch_error(int(wanted[i, 0]), int(wanted[i, 1]), int(classes[i]))
+        offset = sum(part.shape[0] for part in parts[: self.rank])
+        return classes[offset : offset + idx.numel()]
 
     # ---------------------------------------------------------------- reading
     def select(self, positive, negative, anchors=None) -> Contrast:
@@ -125,24 +224,35 @@ class ShardedMemoryBank(ContrastMemoryBank):
     def contrast_rows(
         self, *indices: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
-        """The distinct rows ``indices`` address, fetched from their owners, and indices into them.
+        """The distinct rows of the bank keys ``indices``, from their owners, and indices into them.
 
-        Collective: every rank calls it once per loss step.
+        A sample addressed twice, by its index and by a class draw, gets one
+        position, as in the replicated bank (``CRCDLoss`` recognises an anchor's
+        own row by position). Collective: every rank calls it once per loss step.
         """
         flat = torch.cat([i.reshape(-1) for i in indices])
-        unique, inverse = torch.unique(flat, return_inverse=True)
-        student, teacher = self.fetch(unique)
-        parts = inverse.split([i.numel() for i in indices])
+        keys, inverse = torch.unique(flat, return_inverse=True)
+        student, teacher, samples = self.fetch(keys)
+        distinct, by_sample = torch.unique(samples, return_inverse=True)
+        first = torch.full_like(distinct, samples.numel()).scatter_reduce_(
+            0, by_sample, torch.arange(samples.numel(), device=samples.device), reduce='amin'
+        )
+        parts = first[by_sample][inverse].split([i.numel() for i in indices])
         return student, teacher, tuple(p.view(i.shape) for p, i in zip(parts, indices))
 
-    def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Student and teacher rows ``idx`` (whole-bank indices) from their owners. Collective."""
-        requests = all_gather_varying(idx)
-        wanted = torch.cat(requests)
-        owners = self.owner(wanted)
+    def fetch(self, keys: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student rows, teacher rows and sample indices of bank ``keys``, from their owners.
+
+        Collective. The ranks all-gather their keys with the keys' owners; each
+        owner replies with its rows of all ranks' requests in one all-gather,
+        each row's sample index appended bit for bit as row elements (8 bytes).
+        """
+        requests = all_gather_varying(torch.stack([keys, self.owner(keys)], 1))
+        wanted, owners = torch.cat(requests).unbind(1)
         local = self.local_rows(wanted[owners == self.rank])
+        sample = (local + self.start)[:, None].view(self.student.dtype)
         payload = torch.cat(
-            [self.student.index_select(0, local), self.teacher.index_select(0, local)], 1
+            [self.student.index_select(0, local), self.teacher.index_select(0, local), sample], 1
         )
         counts = torch.bincount(owners, minlength=self.world_size)
         padded = payload.new_zeros((int(counts.max()), payload.shape[1]))
@@ -150,14 +260,19 @@ class ShardedMemoryBank(ContrastMemoryBank):
         replies = dist.all_gather(padded)
         # my requests are one segment of ``wanted``; owner o's reply lists its rows in
         # ``wanted`` order
-        offset = sum(r.numel() for r in requests[: self.rank])
-        mine = owners[offset : offset + idx.numel()]
-        rows = payload.new_empty((idx.numel(), payload.shape[1]))
+        offset = sum(r.shape[0] for r in requests[: self.rank])
+        mine = owners[offset : offset + keys.numel()]
+        rows = payload.new_empty((keys.numel(), payload.shape[1]))
         for o, reply in enumerate(replies):
             first = int((owners[:offset] == o).sum())
             select = mine == o
             rows[select] = reply[first : first + int(select.sum())]
-        return rows[:, : self.feat_dim].contiguous(), rows[:, self.feat_dim :].contiguous()
+        width = self.feat_dim
+        return (
+            rows[:, :width].contiguous(),
+            rows[:, width : 2 * width].contiguous(),
+            rows[:, 2 * width :].contiguous().view(torch.long).squeeze(1),
+        )
 
     # ---------------------------------------------------------------- updates
     def apply_staged(self):

@@ -3,7 +3,7 @@
 import logging
 import math
 import numbers
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import mmrazor.models  # noqa: F401  (register mmrazor's CRDLoss first, so that ours replaces it)
 import torch
@@ -79,18 +79,20 @@ def check_bank_loss_settings(
         raise ValueError(f'{name} needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1')
 
 
-def checked_batch_indices(
+def checked_batch(
     name: str,
     bank,
     data_samples: Sequence,
     s_embeds: torch.Tensor,
     t_embeds: torch.Tensor,
     feat_dim: int,
-) -> torch.Tensor:
-    """The batch's dataset indices, after every check due before the bank is read or staged.
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The batch's dataset indices and classes, after every check due before the bank is read.
 
-    Embedding shapes, indices inside the bank and, where both exist, the data
-    samples' labels against the training set's the bank was built from.
+    Embedding shapes, indices inside the bank and the data samples' labels:
+    the classes are the memory's ``anchor_labels`` (the training set's, checked
+    against the data samples' where they carry labels; a queue's are the data
+    samples' own), None where the memory samples no class.
     """
     idx = dataset_indices(data_samples, bank.device)
     expected = (idx.numel(), feat_dim)
@@ -101,11 +103,19 @@ def checked_batch_indices(
             "set feat_dim to the connectors' dim_out"
         )
     bank.check_indices(idx)
-    if bank.labels is not None:
-        labels = sample_labels(data_samples)
-        if labels is not None:
-            bank.check_labels(idx, labels)
-    return idx
+    return idx, bank.anchor_labels(idx, sample_labels(data_samples))
+
+
+def checked_batch_indices(
+    name: str,
+    bank,
+    data_samples: Sequence,
+    s_embeds: torch.Tensor,
+    t_embeds: torch.Tensor,
+    feat_dim: int,
+) -> torch.Tensor:
+    """:func:`checked_batch`'s indices, for losses whose bank looks the classes up itself."""
+    return checked_batch(name, bank, data_samples, s_embeds, t_embeds, feat_dim)[0]
 
 
 def check_memory_settings(
@@ -394,7 +404,7 @@ class CRDLoss(nn.Module, MemoryBankClient):
         self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence
     ) -> torch.Tensor:
         memory = self.require_memory_bank()
-        idx = checked_batch_indices(
+        idx, labels = checked_batch(
             type(self).__name__, memory, data_samples, s_feats, t_feats, self.feat_dim
         )
         contrast = memory.contrast(
@@ -405,9 +415,10 @@ class CRDLoss(nn.Module, MemoryBankClient):
             num_negatives=self.num_negatives,
             negative_sampling=self.negative_sampling,
             shared=self.share_negatives,
+            labels=labels,
         )
         loss = self.scored_loss(s_feats, t_feats, contrast)
-        memory.stage(idx, s_feats, t_feats)
+        memory.stage(idx, s_feats, t_feats, labels=labels)
         return loss
 
     def contrast_loss(
