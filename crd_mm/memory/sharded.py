@@ -49,14 +49,17 @@ class ShardedMemoryBank(ContrastMemoryBank):
     samples with no N-sized state: a draw by class is a position in the
     class-sorted sample order, addressed by the key N + position (keys below N
     are sample indices). Within a class that order lists the samples by
-    ascending index, so by owner: every rank keeps the classes' sizes and
-    starts (C each) and where each owner's samples start within each class
-    (C x W), which gives a key's owner (:meth:`owner`); only the owner turns it
-    into a row (:meth:`local_rows`), through its own rows' classes and their
-    class-sorted order (N / W each). Label state per rank: 16 ceil(N / W) +
-    8 C (W + 3) bytes. The anchors' classes come from their owners
-    (:meth:`anchor_labels`, one small collective that also checks the data
-    samples' labels on every rank at once).
+    ascending index, so by owner: a run of S segments, one per (class, owner)
+    pair with samples. Every rank keeps the classes' sizes and starts (C each)
+    and each segment's start and owner (S each; S <= min(C W, N), at most
+    C + W - 1 for a dataset listed class by class), which gives a key's owner
+    (:meth:`owner`); only the owner turns it into a row (:meth:`local_rows`),
+    through its own rows' classes and their class-sorted order (N / W each)
+    and its own segments' starts (at most C). Label state per rank: at most
+    16 ceil(N / W) + 16 C + 10 S + 16 min(C, N / W) bytes (int64, and int16
+    owners). The anchors' classes come from their owners (:meth:`anchor_labels`,
+    one small collective that also checks the data samples' labels on every
+    rank at once).
 
     Communication per step (U: distinct keys this rank's batch addresses,
     B + K for shared negatives, up to B (K + 1) per sample; b: bytes per element):
@@ -123,26 +126,38 @@ class ShardedMemoryBank(ContrastMemoryBank):
     def _index_classes(self, labels: torch.Tensor):
         """The class tables of every rank and the classes of this rank's rows.
 
-        ``labels`` (N,), on the CPU, is read here and not kept: every rank keeps
-        ``class_count``, ``class_start`` (C each) and ``owner_start`` (C x W:
-        where owner o's samples of class c start within class c's block of the
-        class-sorted order), this rank its rows' classes ``local_labels``, their
-        class-sorted order ``local_order`` (N / W each) and where each class
-        starts in it, ``local_class_start`` (C).
+        ``labels`` (N,), on the CPU, is read here and not kept. The class-sorted
+        order lists each class's samples by ascending index, so it is a run of
+        segments, one per (class, owner) pair that has samples. Every rank keeps
+        ``class_count`` and ``class_start`` (C each, for the draws) and each
+        segment's first position and owner (``segment_start``,
+        ``segment_owner``: S each, S <= min(C W, N), at most C + W - 1 when the
+        dataset lists its samples class by class); this rank keeps its rows'
+        classes ``local_labels`` and their class-sorted order ``local_order``
+        (N / W each), and where each of its own segments starts in both orders
+        (``own_segment_start``, ``own_segment_local``: at most C each).
         """
         class_count = torch.bincount(labels)
-        per_owner = torch.stack(
+        num_classes = class_count.numel()
+        samples = torch.stack(  # (C, W): class c's samples on owner o
             [
-                torch.bincount(labels[low:high], minlength=class_count.numel())
+                torch.bincount(labels[low:high], minlength=num_classes)
                 for low, high in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist())
             ],
             1,
-        )
-        mine = per_owner[:, self.rank]
+        ).flatten()  # class by class, owner by owner: the segments in class order
+        present = samples > 0
+        sizes = samples[present]
+        starts = sizes.cumsum(0) - sizes
+        # an owner is a rank: 2 bytes each where they fit
+        owner_dtype = torch.int16 if self.world_size <= 2**15 else torch.int32
+        owners = torch.arange(self.world_size, dtype=owner_dtype).repeat(num_classes)[present]
+        own = owners == self.rank
         self.class_count = class_count.to(self.device)
         self.class_start = (class_count.cumsum(0) - class_count).to(self.device)
-        self.owner_start = (per_owner.cumsum(1) - per_owner).to(self.device)
-        self.local_class_start = (mine.cumsum(0) - mine).to(self.device)
+        self.segment_start, self.segment_owner = starts.to(self.device), owners.to(self.device)
+        self.own_segment_start = starts[own].to(self.device)
+        self.own_segment_local = (sizes[own].cumsum(0) - sizes[own]).to(self.device)
         # a copy: a view would keep all N labels alive
         self.local_labels = labels[self.start : self.stop].clone().to(self.device)
         self.local_order = torch.argsort(self.local_labels, stable=True)
@@ -151,20 +166,14 @@ class ShardedMemoryBank(ContrastMemoryBank):
         """Keys N + ``positions``: draws by class, resolved by their owners (no N-sized order)."""
         return positions + self.num_samples
 
-    def _class_positions(self, keys: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(class, position within the class's block) of keys N + position in class order."""
-        positions = keys - self.num_samples
-        cls = torch.searchsorted(self.class_start, positions, right=True) - 1
-        return cls, positions - self.class_start[cls]
-
     def owner(self, keys: torch.Tensor) -> torch.Tensor:
         """The rank that stores the row of each bank key (sample index, or N + class position)."""
         owners = torch.bucketize(keys, self.bounds[1:], right=True)
         by_class = keys >= self.num_samples
         if bool(by_class.any()):
-            cls, position = self._class_positions(keys[by_class])
-            within = torch.searchsorted(self.owner_start[cls], position[:, None], right=True)
-            owners[by_class] = within.squeeze(1) - 1
+            positions = keys[by_class] - self.num_samples
+            segment = torch.searchsorted(self.segment_start, positions, right=True) - 1
+            owners[by_class] = self.segment_owner[segment].long()
         return owners
 
     def local_rows(self, keys: torch.Tensor) -> torch.Tensor:
@@ -172,9 +181,10 @@ class ShardedMemoryBank(ContrastMemoryBank):
         rows = keys - self.start
         by_class = keys >= self.num_samples
         if bool(by_class.any()):
-            cls, position = self._class_positions(keys[by_class])
-            within = position - self.owner_start[cls, self.rank]
-            rows[by_class] = self.local_order[self.local_class_start[cls] + within]
+            positions = keys[by_class] - self.num_samples
+            segment = torch.searchsorted(self.own_segment_start, positions, right=True) - 1
+            within = positions - self.own_segment_start[segment]
+            rows[by_class] = self.local_order[self.own_segment_local[segment] + within]
         return rows
 
     def anchor_labels(
