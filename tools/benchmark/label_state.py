@@ -9,9 +9,11 @@ list them), and prints the bytes of every tensor next to the formulas of
 docs/memory.md. Default sizes are Glint360K's.
 
     python tools/benchmark/label_state.py [--samples N] [--classes C] [--world-size W]
+        [--lookup-keys M]
 """
 
 import argparse
+import time
 
 import torch
 
@@ -44,8 +46,8 @@ def synthetic_labels(num_samples: int, num_classes: int, seed: int = 0) -> torch
     return labels[torch.randperm(num_samples, generator=generator)]
 
 
-def rank_tables(labels: torch.Tensor, world_size: int, rank: int) -> dict:
-    """The label tables a sharded bank's rank keeps, built by the bank's own code."""
+def rank_bank(labels: torch.Tensor, world_size: int, rank: int) -> ShardedMemoryBank:
+    """A sharded bank's rank with its label tables (built by the bank's own code), no rows."""
     bank = ShardedMemoryBank.__new__(ShardedMemoryBank)
     bank.num_samples, bank.device = labels.numel(), torch.device('cpu')
     bank.bounds, bank.world_size, bank.rank = (
@@ -55,7 +57,32 @@ def rank_tables(labels: torch.Tensor, world_size: int, rank: int) -> dict:
     )
     bank.start, bank.stop = int(bank.bounds[rank]), int(bank.bounds[rank + 1])
     bank._index_classes(labels)
-    return {name: getattr(bank, name) for name in SHARDED_TABLES}
+    return bank
+
+
+def lookup_seconds(bank: ShardedMemoryBank, num_keys: int) -> dict:
+    """Seconds of owner() on ``num_keys`` sample keys and on as many class-draw keys.
+
+    And of local_rows() on the class keys this rank owns: what a step's owners do for
+    the requested keys of all ranks (W B (K + 1) with per-sample negatives).
+    """
+    generator = torch.Generator().manual_seed(1)
+    n = bank.num_samples
+    samples = torch.randint(0, n, (num_keys,), generator=generator)
+    by_class = torch.randint(n, 2 * n, (num_keys,), generator=generator)
+    seconds = {}
+    for name, call in (
+        ('owner(sample keys)', lambda: bank.owner(samples)),
+        ('owner(class keys)', lambda: bank.owner(by_class)),
+    ):
+        start = time.perf_counter()
+        owners = call()
+        seconds[name] = time.perf_counter() - start
+    owned = by_class[owners == bank.rank]
+    start = time.perf_counter()
+    bank.local_rows(owned)
+    seconds[f'local_rows({owned.numel():,d} owned class keys)'] = time.perf_counter() - start
+    return seconds
 
 
 def nbytes(tensor: torch.Tensor) -> int:
@@ -67,11 +94,18 @@ def main():
     parser.add_argument('--samples', type=int, default=GLINT360K_SAMPLES)
     parser.add_argument('--classes', type=int, default=GLINT360K_CLASSES)
     parser.add_argument('--world-size', type=int, default=8)
+    parser.add_argument(
+        '--lookup-keys',
+        type=int,
+        default=0,
+        help='also time owner() and local_rows() on this many keys (0: no timing)',
+    )
     args = parser.parse_args()
     n, c, w = args.samples, args.classes, args.world_size
     labels = checked_labels(synthetic_labels(n, c), n)
     for listing, listed in (('random order', labels), ('class by class', labels.sort().values)):
-        tables = rank_tables(listed, w, 0)
+        bank = rank_bank(listed, w, 0)
+        tables = {name: getattr(bank, name) for name in SHARDED_TABLES}
         sharded = sum(nbytes(t) for t in tables.values())
         segments = tables['segment_start'].numel()
         print(f'{listing}: sharded rank 0 of {w}')
@@ -82,6 +116,9 @@ def main():
             f'  total {sharded:,d} B (S = {segments:,d} segments); at most '
             f'16 ceil(N/W) + 16 C + 10 S + 16 min(C, N/W) = {bound:,d} B'
         )
+        if args.lookup_keys:
+            for name, seconds in lookup_seconds(bank, args.lookup_keys).items():
+                print(f'  {name}: {seconds:.3f} s')
 
     order = torch.argsort(labels, stable=True)
     class_count = torch.bincount(labels)
