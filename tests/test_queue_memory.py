@@ -44,8 +44,8 @@ def test_a_num_negatives_given_to_a_queue_is_ignored():
     assert loss.bank_requirements()['memory'] == 'queue'
 
 
-def test_building_a_queue_warns_that_it_trails_banks_on_real_images():
-    """Until a queue is shown to match a bank on real images, building one says so."""
+def warnings_while(action):
+    """The WARNING records mmengine's current logger emits while ``action()`` runs."""
     import logging
 
     from mmengine.logging import MMLogger
@@ -56,13 +56,86 @@ def test_building_a_queue_warns_that_it_trails_banks_on_real_images():
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
     try:
-        CRDLoss(memory='queue', queue_size=8)
-        assert any("prefer memory='bank'" in r.getMessage().lower() for r in records)
-        records.clear()
-        CRDLoss()  # a bank: no such warning
-        assert not records
+        action()
     finally:
         logger.removeHandler(handler)
+    return [r.getMessage() for r in records]
+
+
+@pytest.mark.parametrize('batch_norm', [False, True])
+def test_a_queue_fed_by_the_paper_heads_is_warned_about_before_training(
+    make_imagefolder, tmp_path, batch_norm
+):
+    """The hook names the connectors of a queue without batch_norm=True (they collapse)."""
+    data = make_imagefolder(tmp_path / 'data')
+    cfg = crd_config(
+        data, tmp_path / 'work', loss_cfg=dict(memory='queue', queue_size=4, num_negatives=None)
+    )
+    for head in ('crd_s', 'crd_t'):
+        cfg.model.distiller.connectors[head].batch_norm = batch_norm
+    runner = Runner.from_cfg(cfg)
+    messages = warnings_while(runner.train)
+    collapse = [m for m in messages if 'without batch_norm=True' in m]
+    if batch_norm:
+        assert not collapse
+    else:
+        assert len(collapse) == 1
+        assert "connector 'crd_s' and connector 'crd_t'" in collapse[0]
+
+
+def queue_teacher_entries_after_training(batch_norm: bool, steps: int = 120) -> torch.Tensor:
+    """The queue's teacher entries after CRD trains two small MLPs through CRDConnectors.
+
+    The features are non-negative (ReLU outputs, as pooled CNN features are), so the
+    paper's Linear + L2 heads start with every sample's embedding inside one cone.
+    """
+    from crd_mm.models.connectors import CRDConnector
+
+    torch.manual_seed(0)
+    num, classes, queue_size, batch = 2048, 8, 512, 32
+    labels = torch.arange(num) % classes
+    inputs = torch.randn(classes, 32)[labels] * 2 + torch.randn(num, 32)
+
+    def mlp():
+        return torch.nn.Sequential(
+            torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU()
+        )
+
+    teacher, student = mlp().requires_grad_(False), mlp()
+    heads = [CRDConnector(dim_in=64, batch_norm=batch_norm) for _ in range(2)]
+    loss = CRDLoss(memory='queue', queue_size=queue_size, negative_sampling='uniform')
+    queue = ContrastQueue(num, queue_size, 128)
+    loss.attach_memory_bank(queue)
+    params = [*student.parameters(), *heads[0].parameters(), *heads[1].parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    draws = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, num, (batch,), generator=draws)
+        s, t = heads[0](student(inputs[idx])), heads[1](teacher(inputs[idx]))
+        contrast = queue.contrast(idx, s, t, 'exact', None, 'uniform', False)
+        value = loss.scored_loss(s, t, contrast)
+        queue.stage(idx, s, t)
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        queue.apply_staged()
+    assert bool((queue.sample_idx >= 0).all()), 'the queue holds only real entries by now'
+    return queue.teacher
+
+
+def mean_pairwise_cosine(rows: torch.Tensor) -> float:
+    cosine = rows @ rows.t()
+    return float(cosine[~torch.eye(len(rows), dtype=torch.bool)].mean())
+
+
+def test_batch_normalised_heads_keep_a_queue_from_collapsing():
+    """With the paper's heads every queued teacher embedding becomes one vector; with BN, not.
+
+    The collapse is what made queue runs train below the student alone on real photos
+    (docs/memory.md): both heads emit one vector, every score sits at T log(Z / K).
+    """
+    assert mean_pairwise_cosine(queue_teacher_entries_after_training(batch_norm=False)) > 0.95
+    assert abs(mean_pairwise_cosine(queue_teacher_entries_after_training(batch_norm=True))) < 0.2
 
 
 def test_a_queue_longer_than_the_dataset_is_refused():

@@ -571,6 +571,15 @@ class MemoryBankClient:
     def attach_memory_bank(self, bank: BaseContrastMemory):
         self.memory_bank = bank
 
+    def check_distiller(self, distiller, loss_name: str) -> None:
+        """Check, before training, how the distiller feeds this loss; by default nothing.
+
+        Args:
+            distiller: the mmrazor distiller whose ``distill_losses[loss_name]``
+                is this loss (its connectors and ``loss_forward_mappings``).
+            loss_name (str): this loss's name in the distiller.
+        """
+
     def require_memory_bank(self) -> BaseContrastMemory:
         if self.memory_bank is None:
             raise RuntimeError(

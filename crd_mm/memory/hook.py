@@ -26,6 +26,11 @@ WORLD_SIZE_KEY = 'crd_memory_world_size'
 SLICE_STORE = 'crd_memory'
 
 
+def model_of(runner) -> torch.nn.Module:
+    """The runner's model, unwrapped from DDP or another model wrapper."""
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
 def shared_seed(runner, configured: Optional[int], device) -> int:
     """The seed of the banks' initial rows and sampler base: rank 0's, identical on every rank.
 
@@ -305,7 +310,7 @@ class CRDMemoryBankHook(Hook):
 
     @staticmethod
     def _clients(runner) -> Dict[str, MemoryBankClient]:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = model_of(runner)
         return {name: m for name, m in model.named_modules() if isinstance(m, MemoryBankClient)}
 
     def before_train(self, runner) -> None:
@@ -346,6 +351,9 @@ class CRDMemoryBankHook(Hook):
             )
             client.attach_memory_bank(bank)
             self.banks[name] = bank
+            distiller, _, loss_name = name.rpartition('.distill_losses.')
+            if loss_name:
+                client.check_distiller(model_of(runner).get_submodule(distiller), loss_name)
         if self.shard_banks and not any(
             memory_type(c.bank_requirements(), True) == 'ShardedMemoryBank'
             for c in clients.values()

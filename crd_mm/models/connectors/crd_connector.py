@@ -29,9 +29,22 @@ class CRDConnector(BaseConnector):
     are mmrazor's (``dim_in``, ``dim_out``, ``init_cfg``), but ``dim_in`` must
     be given; anything else is refused with an error that lists them.
 
+    ``batch_norm=True`` (not in the paper) inserts ``BatchNorm1d(dim_out,
+    affine=False)`` between the linear layer and the L2 normalisation: it
+    removes the embeddings' common component, so that embeddings of different
+    samples start spread over the sphere instead of inside one narrow cone.
+    A ``memory='queue'`` CRD loss needs it: its negatives are the current
+    embeddings within Q / B steps, and from the cone the NCE objective (Z fixed)
+    falls into the point where every score equals T log(Z / K) and both heads
+    emit one vector (docs/memory.md); banks escape it because their random
+    initial rows spread the embeddings during the first epoch.
+
     Args:
         dim_in (int): C, the feature width of the recorded layer.
         dim_out (int): embedding width (128 in the paper). Defaults to 128.
+        batch_norm (bool): centre and scale the embedding per dimension over the
+            batch (running statistics in evaluation) before the L2 normalisation.
+            Defaults to False (the paper's head).
         init_cfg (dict, optional): as in ``BaseConnector``. Defaults to None.
     """
 
@@ -39,6 +52,7 @@ class CRDConnector(BaseConnector):
         self,
         dim_in: Optional[int] = None,
         dim_out: int = 128,
+        batch_norm: bool = False,
         init_cfg: Optional[dict] = None,
         **kwargs,
     ):
@@ -51,6 +65,8 @@ class CRDConnector(BaseConnector):
         super().__init__(init_cfg=init_cfg)
         self.dim_in = dim_in
         self.linear = nn.Linear(dim_in, dim_out)
+        self.batch_norm = batch_norm
+        self.norm = nn.BatchNorm1d(dim_out, affine=False) if batch_norm else nn.Identity()
 
     def forward_train(self, feature: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
         if isinstance(feature, (tuple, list)):
@@ -64,4 +80,4 @@ class CRDConnector(BaseConnector):
                 f'{tuple(feature.shape)}; set dim_in to the channel count of the recorded '
                 f'layer ({channels})'
             )
-        return F.normalize(self.linear(feature), dim=1)
+        return F.normalize(self.norm(self.linear(feature)), dim=1)

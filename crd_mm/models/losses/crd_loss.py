@@ -41,13 +41,14 @@ def dataset_indices(data_samples: Sequence, device) -> torch.Tensor:
 
 
 MEMORY_KINDS = ('bank', 'queue')
-# Until the cause is found and a fix measured on real images (docs/memory.md), say it at build.
-QUEUE_QUALITY_WARNING = (
-    "CRDLoss(memory='queue'): on a real 10-class photo dataset (resnet56 -> resnet20, K = Q = "
-    '4096) the queue was reported to train 17-35 points below the student alone while banks '
-    'gained over it (its CRD term stayed flat); the digits demo is too easy to show this. Prefer '
-    "memory='bank' with CRDMemoryBankHook(shard_banks=True) for datasets too large for "
-    'replicated banks; see docs/memory.md.'
+# A queue fed by the paper's heads (Linear + L2) collapses (docs/memory.md); said before training.
+QUEUE_HEADS_WARNING = (
+    "{loss} (CRDLoss, memory='queue') gets its embeddings from {heads} without batch_norm=True. "
+    "With the paper's heads (Linear + L2) a queue's negatives are the current embeddings within "
+    'queue_size / batch steps, and the NCE objective drives both heads to emit one vector '
+    '(every score T log(Z / K), the CRD term flat): on real photos the student then trains '
+    'below the student alone (docs/memory.md). Set batch_norm=True on those CRDConnectors, or '
+    "use memory='bank' (CRDMemoryBankHook(shard_banks=True) for datasets too large for it)."
 )
 DEFAULT_NUM_NEGATIVES = 16384
 
@@ -335,7 +336,9 @@ class CRDLoss(nn.Module, MemoryBankClient):
             (:class:`~crd_mm.memory.ContrastQueue`; memory independent of N;
             share_negatives and positive='relax' do not apply, and a
             num_negatives, e.g. inherited from a bank recipe, is ignored with
-            a warning).
+            a warning). A queue needs embedding heads with
+            ``CRDConnector(batch_norm=True)``: with the paper's heads both
+            collapse to one vector (the hook warns before training).
         queue_size (int): Q, the queue's length (``memory='queue'`` only).
     """
 
@@ -367,8 +370,6 @@ class CRDLoss(nn.Module, MemoryBankClient):
             )
             num_negatives = None
         check_memory_settings(memory, queue_size, num_negatives, positive, share_negatives)
-        if memory == 'queue':
-            print_log(QUEUE_QUALITY_WARNING, logger='current', level=logging.WARNING)
         num_negatives = DEFAULT_NUM_NEGATIVES if num_negatives is None else num_negatives
         check_bank_loss_settings('CRDLoss', negative_sampling, num_negatives, temperature, momentum)
         if positive not in POSITIVE_MODES:
@@ -399,6 +400,31 @@ class CRDLoss(nn.Module, MemoryBankClient):
             memory=self.memory,
             queue_size=self.queue_size,
         )
+
+    def check_distiller(self, distiller, loss_name: str) -> None:
+        """Warn when a queue's embeddings come from heads without ``batch_norm=True``.
+
+        Args:
+            distiller: the mmrazor distiller holding this loss, its ``connectors``
+                and ``loss_forward_mappings``.
+            loss_name (str): this loss's name in ``distiller.distill_losses``.
+        """
+        if self.memory != 'queue':
+            return
+        mapping = getattr(distiller, 'loss_forward_mappings', {}).get(loss_name, {})
+        connectors = getattr(distiller, 'connectors', {})
+        plain = []
+        for argument in ('s_feats', 't_feats'):
+            name = mapping.get(argument, {}).get('connector')
+            head = connectors[name] if name in connectors else None
+            if not getattr(head, 'batch_norm', False):
+                plain.append(f'connector {name!r}' if name else f'{argument} (no connector)')
+        if plain:
+            print_log(
+                QUEUE_HEADS_WARNING.format(loss=loss_name, heads=' and '.join(plain)),
+                logger='current',
+                level=logging.WARNING,
+            )
 
     def forward(
         self, s_feats: torch.Tensor, t_feats: torch.Tensor, data_samples: Sequence
