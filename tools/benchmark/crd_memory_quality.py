@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import socket
 import statistics
 import subprocess
@@ -176,8 +177,9 @@ def train(config, work_dir, options, nproc=1):
     env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
     print(' '.join(cmd[1:]), file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    run = max(d for d in set(os.listdir(work_dir)) - before if osp.isdir(osp.join(work_dir, d)))
-    return osp.join(work_dir, run)
+    # mmengine's <timestamp> folder of this run (a sharded run also writes crd_memory/ there)
+    runs = [d for d in set(os.listdir(work_dir)) - before if re.fullmatch(r'\d{8}_\d{6}', d)]
+    return osp.join(work_dir, max(runs))
 
 
 def crd_term_by_epoch(run_dir: str) -> list:
