@@ -35,9 +35,9 @@ from torch import nn
 SHARD_SCORING = ('anchors', 'rows')
 
 # embedding_bag's gradient with respect to per_sample_weights: one dot product per index,
-# <anchor[bag], row[index]>, each row read in place (the kernel GatheredRowScores uses)
-_GATHERED_DOTS = torch.ops.aten._embedding_bag_per_sample_weights_backward
-_EMBEDDING_BAG_SUM = 0  # aten's mode number for mode='sum'
+# <anchor[bag], row[index]>, each row read in place (GatheredRowScores uses it too)
+GATHERED_DOTS = torch.ops.aten._embedding_bag_per_sample_weights_backward
+EMBEDDING_BAG_SUM = 0  # aten's mode number for mode='sum'
 # rows converted per anchor per chunk when the shard is stored in lower precision, as
 # GatheredRowScores.SAMPLE_CHUNK_BYTES: a fixed number of chunks whatever B
 SAMPLE_CHUNK_BYTES = 1 << 18
@@ -58,14 +58,14 @@ def owner_dots(
 ) -> torch.Tensor:
     """<anchors[bag[j]], shard[local[j]]> for every owned entry j, in the anchors' dtype."""
     if shard.dtype == anchors.dtype:
-        return _GATHERED_DOTS(anchors, shard, local, offsets, bag, _EMBEDDING_BAG_SUM)
+        return GATHERED_DOTS(anchors, shard, local, offsets, bag, EMBEDDING_BAG_SUM)
     dots = anchors.new_empty(local.numel())
     row_bytes = shard.shape[1] * anchors.element_size()
     for part in _chunks(local.numel(), anchors.shape[0], dist.get_world_size(), row_bytes):
         rows = shard.index_select(0, local[part]).to(anchors.dtype)
         positions = torch.arange(rows.shape[0], device=rows.device)
-        dots[part] = _GATHERED_DOTS(
-            anchors, rows, positions, offsets, bag[part].contiguous(), _EMBEDDING_BAG_SUM
+        dots[part] = GATHERED_DOTS(
+            anchors, rows, positions, offsets, bag[part].contiguous(), EMBEDDING_BAG_SUM
         )
     return dots
 

@@ -315,6 +315,7 @@ class CRDMemoryBankHook(Hook):
 
     def before_train(self, runner) -> None:
         """Build a bank for each bank-using loss, then restore a resumed checkpoint's banks."""
+        model = model_of(runner)
         clients = self._clients(runner)
         if not clients:
             print_log(
@@ -353,7 +354,7 @@ class CRDMemoryBankHook(Hook):
             self.banks[name] = bank
             distiller, _, loss_name = name.rpartition('.distill_losses.')
             if loss_name:
-                client.check_distiller(model_of(runner).get_submodule(distiller), loss_name)
+                client.check_distiller(model.get_submodule(distiller), loss_name)
         if self.shard_banks and not any(
             memory_type(c.bank_requirements(), True) == 'ShardedMemoryBank'
             for c in clients.values()

@@ -12,7 +12,12 @@ from mmrazor.registry import MODELS
 from torch import nn
 
 from ...memory import MemoryBankClient
-from ...memory.anchor_scores import AnchorContrast
+from ...memory.anchor_scores import (
+    EMBEDDING_BAG_SUM,
+    GATHERED_DOTS,
+    SAMPLE_CHUNK_BYTES,
+    AnchorContrast,
+)
 from ...memory.bank import NEGATIVE_SAMPLING_MODES, POSITIVE_MODES, Contrast
 from ..mmrazor_names import CRD_LOSS_RENAMED, check_mmrazor_arguments
 
@@ -156,12 +161,6 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-# embedding_bag's gradient with respect to per_sample_weights is one dot product per index,
-# <grad[bag], weight[index]>, read in place: the gathered scores, in one kernel on CPU and GPU
-_GATHERED_DOTS = torch.ops.aten._embedding_bag_per_sample_weights_backward
-_EMBEDDING_BAG_SUM = 0  # aten's mode number for mode='sum'
-
-
 class GatheredRowScores(torch.autograd.Function):
     """<bank[contrast[i, k]], anchor[i]> for (B, K + 1) indices, without gathering the rows.
 
@@ -182,7 +181,8 @@ class GatheredRowScores(torch.autograd.Function):
     in forward and again in backward.
     """
 
-    SAMPLE_CHUNK_BYTES = 1 << 18  # converted rows per sample per chunk (64 MB at B=256)
+    # converted rows per sample per chunk (64 MB at B=256), as the owners' scoring
+    SAMPLE_CHUNK_BYTES = SAMPLE_CHUNK_BYTES
 
     @staticmethod
     def _column_chunks(contrast: torch.Tensor, bank: torch.Tensor, dtype: torch.dtype):
@@ -200,13 +200,13 @@ class GatheredRowScores(torch.autograd.Function):
         if bank.dtype == anchor.dtype:
             batch, num = contrast.shape
             bags = torch.arange(batch, device=contrast.device)
-            scores = _GATHERED_DOTS(
+            scores = GATHERED_DOTS(
                 anchor,
                 bank,
                 contrast.reshape(-1),
                 bags * num,
                 bags[:, None].expand(batch, num).contiguous().view(-1),
-                _EMBEDDING_BAG_SUM,
+                EMBEDDING_BAG_SUM,
             )
             return scores.view(batch, num)
         column = anchor[:, :, None]
